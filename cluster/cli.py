@@ -1,0 +1,52 @@
+"""The `sigmaray` command line.
+
+Each subcommand lives in its own module; this file only wires up argparse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from cluster import cli_bench, cli_rules, cli_scan
+
+DESCRIPTION = """\
+sigmaray: Sigma detection and River anomaly scoring for security logs, on Ray and Kafka.
+
+Start here:
+  sigmaray rules check rules/                 load and compile rules, list what is rejected
+  sigmaray scan --rules rules/ events.jsonl   match a JSON-lines or .evtx file, print matches
+  sigmaray bench engine --rules R --events F  measure the engine (indexed vs plain)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sigmaray",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    cli_rules.register(commands)
+    cli_scan.register(commands)
+    cli_bench.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `sigmaray` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # e.g. `sigmaray scan ... | head`
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""`sigmaray bench engine`: indexed engine vs plain per-rule mode, same events, same run."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from typing import Any
+
+import orjson
+
+from cluster.cli_common import add_rule_options, load_rules_from_args, run_guarded
+from cluster.files import read_events
+from detectors.engine import SigmaEngine
+from detectors.routing import LogsourceMapping
+
+
+def register(commands: Any) -> None:
+    bench = commands.add_parser("bench", help="benchmarks")
+    sub = bench.add_subparsers(dest="bench_command", metavar="WHAT")
+    sub.required = True
+    engine = sub.add_parser(
+        "engine",
+        help="events/s of the indexed engine and of the plain per-rule mode",
+        description="Pins itself to one core, decodes all events first, then times full passes of a "
+        "fresh indexed engine (cold caches, median of --repeat) and of the plain mode. Both "
+        "modes must find the same matches.",
+    )
+    add_rule_options(engine)
+    engine.add_argument("--events", action="append", required=True, metavar="FILE", help="JSON lines or .evtx; repeat for more")
+    engine.add_argument("--repeat", type=int, default=3, help="indexed passes (default 3; median reported)")
+    engine.add_argument("--baseline-repeat", type=int, default=1, help="plain-mode passes (default 1)")
+    engine.add_argument("--json", action="store_true", help="print one JSON object")
+    engine.set_defaults(run=lambda args: run_guarded(_bench, args))
+
+
+def _expand(paths: list[str]) -> list[str]:
+    files: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            for root, _dirs, names in sorted(os.walk(path)):
+                files.extend(os.path.join(root, n) for n in sorted(names) if n.endswith((".jsonl", ".json", ".evtx")))
+        else:
+            files.append(path)
+    return files
+
+
+def _pass(engine: SigmaEngine, events: list[dict[str, Any]]) -> tuple[float, int]:
+    match = engine.match_positions
+    matches = 0
+    started = time.perf_counter()
+    for event in events:
+        matches += len(match(event))
+    return time.perf_counter() - started, matches
+
+
+def _bench(args: argparse.Namespace) -> int:
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    started = time.perf_counter()
+    ruleset = load_rules_from_args(args)
+    compile_s = time.perf_counter() - started
+    events = [r.event for f in _expand(args.events) for r in read_events(f) if r.event is not None]
+    mapping = LogsourceMapping.default()
+
+    indexed_times: list[float] = []
+    matches = 0
+    for _ in range(max(1, args.repeat)):
+        seconds, matches = _pass(SigmaEngine(ruleset.rules, mapping, mode="indexed"), events)
+        indexed_times.append(seconds)
+    plain_times: list[float] = []
+    baseline_matches = 0
+    for _ in range(max(1, args.baseline_repeat)):
+        seconds, baseline_matches = _pass(SigmaEngine(ruleset.rules, mapping, mode="plain"), events)
+        plain_times.append(seconds)
+
+    indexed_s = statistics.median(indexed_times)
+    plain_s = statistics.median(plain_times)
+    result = {
+        "rules": len(ruleset.rules),
+        "events": len(events),
+        "events_per_s": round(len(events) / indexed_s, 1),
+        "baseline_events_per_s": round(len(events) / plain_s, 1),
+        "matches": matches,
+        "baseline_matches": baseline_matches,
+        "speedup": round(plain_s / indexed_s, 1),
+        "compile_s": round(compile_s, 2),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "rejected": len(ruleset.rejections),
+        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
+        "python": platform.python_version(),
+    }
+    if args.json:
+        sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    else:
+        for key, value in result.items():
+            print(f"{key:>22}: {value}")
+    return 0 if matches == baseline_matches else 1

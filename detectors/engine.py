@@ -1,0 +1,160 @@
+"""The evaluate stage: (compiled rules, event) -> matching rules, with no I/O.
+
+Two modes return identical matches:
+- "plain": every rule of the event's logsource is evaluated in full (the reference and baseline);
+- "indexed": only the candidates that the prefilter index lets through are evaluated.
+
+Caches here (routes, groups, field-value hits) are memoization of pure functions, so the result
+never depends on the order or history of events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from detectors.cover import cover
+from detectors.evaluate import Matcher, build_matcher
+from detectors.index import GroupIndex
+from detectors.ir import CompiledRule, RuleMeta
+from detectors.routing import LogSource, LogsourceMapping, Route
+
+Mode = Literal["indexed", "plain"]
+
+
+@dataclass(slots=True)
+class _Group:
+    """The rules that apply to one set of event logsources."""
+
+    positions: tuple[int, ...]  # indexes into the engine's rule list, ascending
+    matchers: tuple[Matcher, ...]
+    index: GroupIndex | None
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters that make skips visible instead of silent."""
+
+    events: int = 0
+    unrouted: int = 0
+    rule_errors: int = 0
+    last_rule_error: str | None = None
+    groups: int = 0
+    routes: int = 0
+
+
+@dataclass(slots=True)
+class _Routed:
+    group: _Group
+    aliases: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+
+class SigmaEngine:
+    """Matches events against compiled rules, routed by logsource."""
+
+    def __init__(
+        self,
+        rules: Sequence[CompiledRule],
+        mapping: LogsourceMapping | None = None,
+        mode: Mode = "indexed",
+    ) -> None:
+        if mode not in ("indexed", "plain"):
+            raise ValueError(f"unknown engine mode {mode!r} (indexed or plain)")
+        self.rules: tuple[CompiledRule, ...] = tuple(rules)
+        self.mapping = mapping if mapping is not None else LogsourceMapping.default()
+        self.mode: Mode = mode
+        self.stats = EngineStats()
+        self._rule_logsources = [
+            LogSource(r.meta.product, r.meta.category, r.meta.service) for r in self.rules
+        ]
+        self._matchers: list[Matcher | None] = [None] * len(self.rules)
+        self._routes: dict[tuple[Any, ...], _Routed] = {}
+        self._groups: dict[frozenset[LogSource], _Group] = {}
+
+    # --- public API -------------------------------------------------------------------------
+
+    def match(self, event: Mapping[str, Any]) -> list[RuleMeta]:
+        """The rules that match `event`, in rule order."""
+        return [self.rules[i].meta for i in self.match_positions(event)]
+
+    def match_positions(self, event: Mapping[str, Any]) -> list[int]:
+        """Like `match`, as positions into `self.rules`."""
+        self.stats.events += 1
+        routed = self._route(event)
+        group = routed.group
+        if not group.positions:
+            return []
+        if routed.aliases:
+            event = _with_aliases(event, routed.aliases)
+        matchers = group.matchers
+        if group.index is not None:
+            candidates = group.index.candidates(event)
+        else:
+            candidates = range(len(matchers))
+        positions = group.positions
+        out: list[int] = []
+        for local in candidates:
+            try:
+                if matchers[local](event):
+                    out.append(positions[local])
+            except Exception as error:  # a rule must never take the pipeline down
+                self._rule_failed(positions[local], error)
+        return out
+
+    def rules_for(self, event: Mapping[str, Any]) -> tuple[int, ...]:
+        """Positions of the rules whose logsource covers `event` (before any matching)."""
+        return self._route(event).group.positions
+
+    # --- routing and groups -----------------------------------------------------------------
+
+    def _route(self, event: Mapping[str, Any]) -> _Routed:
+        key = self.mapping.route_key(event)
+        routed = self._routes.get(key)
+        if routed is None:
+            route = self.mapping.route(event)
+            routed = _Routed(self._group(route), tuple(route.field_aliases))
+            self._routes[key] = routed
+            self.stats.routes = len(self._routes)
+        if not routed.group.positions:
+            self.stats.unrouted += 1
+        return routed
+
+    def _group(self, route: Route) -> _Group:
+        logsources = frozenset(route.logsources)
+        group = self._groups.get(logsources)
+        if group is not None:
+            return group
+        positions = tuple(
+            i
+            for i, rule_ls in enumerate(self._rule_logsources)
+            if any(rule_ls.covers(ls) for ls in logsources)
+        )
+        matchers = tuple(self._matcher(i) for i in positions)
+        index = None
+        if self.mode == "indexed":
+            index = GroupIndex([cover(self.rules[i].condition) for i in positions])
+        group = _Group(positions, matchers, index)
+        self._groups[logsources] = group
+        self.stats.groups = len(self._groups)
+        return group
+
+    def _matcher(self, position: int) -> Matcher:
+        matcher = self._matchers[position]
+        if matcher is None:
+            matcher = build_matcher(self.rules[position].condition)
+            self._matchers[position] = matcher
+        return matcher
+
+    def _rule_failed(self, position: int, error: Exception) -> None:
+        self.stats.rule_errors += 1
+        self.stats.last_rule_error = f"{self.rules[position].meta.id}: {type(error).__name__}: {error}"
+
+
+def _with_aliases(event: Mapping[str, Any], aliases: tuple[tuple[str, str], ...]) -> Mapping[str, Any]:
+    """A view where rule field names read their mapped event fields (e.g. Image from NewProcessName)."""
+    view = dict(event)
+    for rule_field, event_field in aliases:
+        if rule_field not in view and event_field in view:
+            view[rule_field] = view[event_field]
+    return view

@@ -1,0 +1,178 @@
+"""Turns a condition tree into a Python closure over an event (a Mapping).
+
+The closures are built once per rule; evaluation then only calls them. This is both the plain
+full-scan evaluator (the correctness reference) and what the indexed engine runs on its
+candidate rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Callable
+
+from detectors.ir import (
+    And,
+    Const,
+    FieldExists,
+    FieldNull,
+    FieldRef,
+    FieldTest,
+    Keyword,
+    Node,
+    Not,
+    Or,
+)
+from detectors.values import as_text, field_getter, field_present, iter_all_strings, iter_scalars
+
+Matcher = Callable[[Mapping[str, Any]], bool]
+
+
+def build_matcher(node: Node) -> Matcher:
+    """A function event -> bool that decides the condition tree."""
+    if isinstance(node, FieldTest):
+        return _field_test(node)
+    if isinstance(node, And):
+        children = tuple(build_matcher(c) for c in node.children)
+        if len(children) == 2:
+            first, second = children
+
+            def and2(event: Mapping[str, Any]) -> bool:
+                return first(event) and second(event)
+
+            return and2
+
+        def and_n(event: Mapping[str, Any]) -> bool:
+            for child in children:
+                if not child(event):
+                    return False
+            return True
+
+        return and_n
+    if isinstance(node, Or):
+        children = tuple(build_matcher(c) for c in node.children)
+        same_field = _same_field_tests(node)
+        if same_field is not None:
+            return same_field
+
+        def or_n(event: Mapping[str, Any]) -> bool:
+            for child in children:
+                if child(event):
+                    return True
+            return False
+
+        return or_n
+    if isinstance(node, Not):
+        inner = build_matcher(node.child)
+
+        def negate(event: Mapping[str, Any]) -> bool:
+            return not inner(event)
+
+        return negate
+    if isinstance(node, FieldNull):
+        get = field_getter(node.field)
+
+        def is_null(event: Mapping[str, Any]) -> bool:
+            value = get(event)
+            return value is None or value == "" or value == []
+
+        return is_null
+    if isinstance(node, FieldExists):
+        name, want = node.field, node.exists
+
+        def exists(event: Mapping[str, Any]) -> bool:
+            return field_present(event, name) is want
+
+        return exists
+    if isinstance(node, FieldRef):
+        return _field_ref(node)
+    if isinstance(node, Keyword):
+        test = node.predicate.test
+
+        def keyword(event: Mapping[str, Any]) -> bool:
+            for text in iter_all_strings(event):
+                if test(text):
+                    return True
+            return False
+
+        return keyword
+    if isinstance(node, Const):
+        constant = node.value
+        return lambda event: constant
+    raise TypeError(f"unknown condition node {node!r}")
+
+
+def _field_test(node: FieldTest) -> Matcher:
+    get = field_getter(node.field)
+    test = node.predicate.test
+
+    def field_test(event: Mapping[str, Any]) -> bool:
+        value = get(event)
+        if value is None:
+            return False
+        cls = value.__class__
+        if cls is list or cls is tuple:
+            for item in iter_scalars(value):
+                if test(item):
+                    return True
+            return False
+        return test(value)
+
+    return field_test
+
+
+def _same_field_tests(node: Or) -> Matcher | None:
+    """OR over values of one field (a Sigma value list): read the field once."""
+    if not all(isinstance(c, FieldTest) for c in node.children):
+        return None
+    fields = {c.field for c in node.children}  # type: ignore[union-attr]
+    if len(fields) != 1:
+        return None
+    get = field_getter(fields.pop())
+    tests = tuple(c.predicate.test for c in node.children)  # type: ignore[union-attr]
+
+    def any_value(event: Mapping[str, Any]) -> bool:
+        value = get(event)
+        if value is None:
+            return False
+        cls = value.__class__
+        items = iter_scalars(value) if (cls is list or cls is tuple) else (value,)
+        for item in items:
+            for test in tests:
+                if test(item):
+                    return True
+        return False
+
+    return any_value
+
+
+def _field_ref(node: FieldRef) -> Matcher:
+    get_a, get_b = field_getter(node.field), field_getter(node.other)
+    mode, cased = node.mode, node.cased
+
+    def norm(value: Any) -> str | None:
+        text = as_text(value)
+        if text is None:
+            return None
+        return text if cased else text.lower()
+
+    def field_ref(event: Mapping[str, Any]) -> bool:
+        a, b = get_a(event), get_b(event)
+        if a is None or b is None:
+            return False
+        for left in iter_scalars(a):
+            x = norm(left)
+            if x is None:
+                continue
+            for right in iter_scalars(b):
+                y = norm(right)
+                if y is None:
+                    continue
+                if mode == "eq" and x == y:
+                    return True
+                if mode == "startswith" and x.startswith(y):
+                    return True
+                if mode == "endswith" and x.endswith(y):
+                    return True
+        return False
+
+    return field_ref
