@@ -105,6 +105,14 @@ def compile_rule(rule: SigmaRule, placeholders: Placeholders | None = None) -> C
     except SigmaError as error:
         raise RuleCompileError(f"condition: {error}", where) from error
     trees = [compiler.node(c) for c in conditions]
+    if compiler.missing:
+        names = sorted(set(compiler.missing))
+        raise RuleCompileError(
+            "unresolved placeholder" + ("s " if len(names) > 1 else " ")
+            + ", ".join(f"%{n}%" for n in names)
+            + ": give values in the configuration (" + ", ".join(f"placeholders.{n}" for n in names) + ")",
+            where,
+        )
     tree = simplify(trees[0] if len(trees) == 1 else Or(tuple(trees)))
     return CompiledRule(meta=meta, condition=tree, fields=frozenset(node_fields(tree)))
 
@@ -113,6 +121,7 @@ class _Compiler:
     def __init__(self, placeholders: Placeholders, where: SourceLocation) -> None:
         self.placeholders = placeholders
         self.where = where
+        self.missing: list[str] = []  # placeholders without values, reported together
 
     def fail(self, reason: str) -> RuleCompileError:
         return RuleCompileError(reason, self.where)
@@ -204,10 +213,8 @@ class _Compiler:
             if isinstance(part, Placeholder):
                 values = self.placeholders.get(part.name)
                 if values is None:
-                    raise self.fail(
-                        f"unresolved placeholder %{part.name}%: give its values in the "
-                        f"configuration (placeholders.{part.name})"
-                    )
+                    self.missing.append(part.name)
+                    values = []
                 options.append([list(SigmaString(str(v)).s) for v in values])
             else:
                 options.append([[part]])

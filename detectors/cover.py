@@ -73,6 +73,22 @@ def cover(node: Node) -> Cover | None:
     return None  # null / exists / fieldref: nothing literal is required
 
 
+def required_covers(node: Node, limit: int = 3) -> list[Cover]:
+    """Covers that must all be hit for `node` to be true: one per provable conjunct.
+
+    Requiring every conjunct (up to `limit`, the most selective) prunes far more than one cover:
+    a rule on `CallTrace|contains` AND `GrantedAccess` needs both. Empty means: always a candidate.
+    """
+    if isinstance(node, And):
+        found: list[Cover] = []
+        for child in node.children:
+            found.extend(required_covers(child, limit))
+        unique = sorted(set(found), key=cover_cost)
+        return unique[:limit]
+    single = cover(node)
+    return [] if single is None else [single]
+
+
 def predicate_trigger(field: str | None, predicate: Predicate) -> Trigger | None:
     """The trigger implied by one value predicate, if any."""
     if isinstance(predicate, StrEq):
@@ -84,7 +100,7 @@ def predicate_trigger(field: str | None, predicate: Predicate) -> Trigger | None
         best = max(predicate.literals, key=len, default="")
         return _sub(field, best, predicate.cased)
     if isinstance(predicate, Regex):
-        return _sub(field, predicate.required, cased=True)
+        return Trigger(field, "sub", predicate.required) if predicate.required else None
     if isinstance(predicate, NumEq) and field is not None:
         return Trigger(field, "eq", canonical_number(predicate.number))
     return None

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from detectors.cover import cover
+from detectors.cover import Cover, required_covers
 from detectors.evaluate import Matcher, build_matcher
 from detectors.index import GroupIndex
 from detectors.ir import CompiledRule, RuleMeta
@@ -68,7 +68,11 @@ class SigmaEngine:
         self._rule_logsources = [
             LogSource(r.meta.product, r.meta.category, r.meta.service) for r in self.rules
         ]
-        self._matchers: list[Matcher | None] = [None] * len(self.rules)
+        # Compile every condition to a closure up front, so no event pays for it.
+        self._matchers: list[Matcher] = [build_matcher(r.condition) for r in self.rules]
+        self._covers: list[list[Cover]] = (
+            [required_covers(r.condition) for r in self.rules] if mode == "indexed" else []
+        )
         self._routes: dict[tuple[Any, ...], _Routed] = {}
         self._groups: dict[frozenset[LogSource], _Group] = {}
 
@@ -125,26 +129,19 @@ class SigmaEngine:
         group = self._groups.get(logsources)
         if group is not None:
             return group
-        positions = tuple(
-            i
-            for i, rule_ls in enumerate(self._rule_logsources)
-            if any(rule_ls.covers(ls) for ls in logsources)
-        )
+        applies = {ls: any(ls.covers(event_ls) for event_ls in logsources) for ls in set(self._rule_logsources)}
+        positions = tuple(i for i, rule_ls in enumerate(self._rule_logsources) if applies[rule_ls])
         matchers = tuple(self._matcher(i) for i in positions)
         index = None
         if self.mode == "indexed":
-            index = GroupIndex([cover(self.rules[i].condition) for i in positions])
+            index = GroupIndex([self._covers[i] for i in positions])
         group = _Group(positions, matchers, index)
         self._groups[logsources] = group
         self.stats.groups = len(self._groups)
         return group
 
     def _matcher(self, position: int) -> Matcher:
-        matcher = self._matchers[position]
-        if matcher is None:
-            matcher = build_matcher(self.rules[position].condition)
-            self._matchers[position] = matcher
-        return matcher
+        return self._matchers[position]
 
     def _rule_failed(self, position: int, error: Exception) -> None:
         self.stats.rule_errors += 1

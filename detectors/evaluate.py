@@ -12,6 +12,10 @@ from typing import Any, Callable
 
 from detectors.ir import (
     And,
+    StrContains,
+    StrEnds,
+    StrEq,
+    StrStarts,
     Const,
     FieldExists,
     FieldNull,
@@ -21,6 +25,8 @@ from detectors.ir import (
     Node,
     Not,
     Or,
+    Predicate,
+    Regex,
 )
 from detectors.values import as_text, field_getter, field_present, iter_all_strings, iter_scalars
 
@@ -101,9 +107,33 @@ def build_matcher(node: Node) -> Matcher:
     raise TypeError(f"unknown condition node {node!r}")
 
 
+_MEMO_LIMIT = 4096
+
+
+def _test_function(predicate: Predicate) -> Callable[[Any], bool]:
+    """The predicate's test, memoized per string value for regexes, which can cost milliseconds
+    on long command lines (and command lines repeat)."""
+    test = predicate.test
+    if not isinstance(predicate, Regex):
+        return test
+    memo: dict[str, bool] = {}
+
+    def memoized(value: Any) -> bool:
+        if value.__class__ is not str:
+            return test(value)
+        result = memo.get(value)
+        if result is None:
+            if len(memo) >= _MEMO_LIMIT:
+                memo.clear()
+            result = memo[value] = test(value)
+        return result
+
+    return memoized
+
+
 def _field_test(node: FieldTest) -> Matcher:
     get = field_getter(node.field)
-    test = node.predicate.test
+    test = _test_function(node.predicate)
 
     def field_test(event: Mapping[str, Any]) -> bool:
         value = get(event)
@@ -121,26 +151,67 @@ def _field_test(node: FieldTest) -> Matcher:
 
 
 def _same_field_tests(node: Or) -> Matcher | None:
-    """OR over values of one field (a Sigma value list): read the field once."""
+    """OR over values of one field (a Sigma value list): read and lowercase the field once.
+
+    Case-insensitive equals/startswith/endswith/contains collapse into a set lookup and
+    tuple-argument str methods; any other predicate is tested one by one.
+    """
     if not all(isinstance(c, FieldTest) for c in node.children):
         return None
     fields = {c.field for c in node.children}  # type: ignore[union-attr]
     if len(fields) != 1:
         return None
     get = field_getter(fields.pop())
-    tests = tuple(c.predicate.test for c in node.children)  # type: ignore[union-attr]
+    equals: set[str] = set()
+    starts: list[str] = []
+    ends: list[str] = []
+    contains: list[str] = []
+    others: list[Callable[[Any], bool]] = []
+    for child in node.children:
+        predicate = child.predicate  # type: ignore[union-attr]
+        if isinstance(predicate, StrEq) and not predicate.cased:
+            equals.add(predicate.text)
+        elif isinstance(predicate, StrStarts) and not predicate.cased:
+            starts.append(predicate.text)
+        elif isinstance(predicate, StrEnds) and not predicate.cased:
+            ends.append(predicate.text)
+        elif isinstance(predicate, StrContains) and not predicate.cased:
+            contains.append(predicate.text)
+        else:
+            others.append(_test_function(predicate))
+    starts_t, ends_t, contains_t, others_t = tuple(starts), tuple(ends), tuple(contains), tuple(others)
+    has_text = bool(equals or starts_t or ends_t or contains_t)
+
+    def test_one(value: Any) -> bool:
+        if has_text:
+            text = as_text(value)
+            if text is not None:
+                lowered = text.lower()
+                if lowered in equals:
+                    return True
+                if starts_t and lowered.startswith(starts_t):
+                    return True
+                if ends_t and lowered.endswith(ends_t):
+                    return True
+                for needle in contains_t:
+                    if needle in lowered:
+                        return True
+        for test in others_t:
+            if test(value):
+                return True
+        return False
 
     def any_value(event: Mapping[str, Any]) -> bool:
         value = get(event)
         if value is None:
             return False
         cls = value.__class__
-        items = iter_scalars(value) if (cls is list or cls is tuple) else (value,)
-        for item in items:
-            for test in tests:
-                if test(item):
+        if cls is list or cls is tuple:
+            for item in iter_scalars(value):
+                if test_one(item):
                     return True
-        return False
+            return False
+        return test_one(value)
 
     return any_value
 

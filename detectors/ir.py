@@ -94,8 +94,8 @@ class StrPattern:
 class Regex:
     """The `re` modifier: an unanchored search, case-sensitive unless the `i` flag is set.
 
-    `required` is a literal that every match must contain (ASCII, original case), or "" when
-    none could be proven; the prefilter uses it.
+    `required` is a lowercase ASCII literal that the lowercased text of every match contains,
+    or "" when none could be proven; the prefilter uses it.
     """
 
     regex: re.Pattern[str]

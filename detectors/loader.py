@@ -62,7 +62,7 @@ class Ruleset:
     rules: list[CompiledRule] = field(default_factory=list)
     correlations: list[CorrelationSpec] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
-    loaded: int = 0  # rule documents parsed (detection rules + correlations + filters)
+    loaded: int = 0  # rule documents read: compiled + filters applied + rejected
     filters_applied: int = 0
     version: str = ""
 
@@ -89,7 +89,6 @@ def load_ruleset(
     parsed: list[SigmaRule | SigmaCorrelationRule | SigmaFilter] = []
     for source in sources:
         parsed.extend(_parse_source(source, ruleset.rejections))
-    ruleset.loaded = len(parsed)
 
     collection = SigmaCollection(parsed, collect_filters=True, resolve_references=False)
     if collection.filters:
@@ -137,6 +136,7 @@ def load_ruleset(
             ruleset.rejections.append(
                 Rejection(path, str(rule.id) if rule.id else None, str(rule.title), f"correlation: {reason}")
             )
+    ruleset.loaded = ruleset.compiled + ruleset.filters_applied + len(ruleset.rejections)
     return ruleset
 
 

@@ -1,8 +1,8 @@
 """Finds a literal that every match of a regular expression must contain.
 
 The prefilter may only skip a regex rule when the literal is provably required, so this is
-deliberately conservative: only runs of plain ASCII literals in the top-level sequence count,
-and case-insensitive or verbose patterns give nothing.
+deliberately conservative: only runs of plain ASCII literals in the top-level sequence (and in
+groups that are matched in full) count.
 """
 
 from __future__ import annotations
@@ -17,36 +17,41 @@ _SUBPATTERN = sre_constants.SUBPATTERN
 
 
 def required_literal(pattern: re.Pattern[str]) -> str:
-    """The longest ASCII literal that any match of `pattern` contains, or "" if none is proven."""
-    if pattern.flags & (re.IGNORECASE | re.VERBOSE):
-        return ""
+    """The longest literal (lowercase ASCII) that the lowercased form of any match contains.
+
+    Under IGNORECASE, `s` and `i` end a run: they also match the non-ASCII `ſ`, `ı` and `İ`,
+    which lowercase to something else. Returns "" when nothing is proven.
+    """
     try:
         parsed = sre_parse.parse(pattern.pattern, pattern.flags)
     except Exception:  # the pattern compiled already; a parser quirk only costs the prefilter
         return ""
-    if parsed.state.flags & (sre_constants.SRE_FLAG_IGNORECASE | sre_constants.SRE_FLAG_VERBOSE):
-        return ""
+    ignorecase = bool((pattern.flags | parsed.state.flags) & re.IGNORECASE)
     runs: list[str] = []
-    _collect_runs(list(parsed), runs)
+    _collect_runs(list(parsed), runs, ignorecase)
     return max(runs, key=len, default="")
 
 
-def _collect_runs(items: list[tuple[object, object]], runs: list[str]) -> None:
+_FOLDS_OUTSIDE_ASCII = frozenset("sSiI")
+
+
+def _collect_runs(items: list[tuple[object, object]], runs: list[str], ignorecase: bool) -> None:
     current: list[str] = []
     for op, arg in items:
         if op is _LITERAL and isinstance(arg, int) and arg < 128:
-            current.append(chr(arg))
-            continue
-        if op is _AT:  # anchors consume nothing: the run goes on
+            char = chr(arg)
+            if not (ignorecase and char in _FOLDS_OUTSIDE_ASCII):
+                current.append(char.lower())
+                continue
+        elif op is _AT:  # anchors consume nothing: the run goes on
             continue
         if current:
             runs.append("".join(current))
             current = []
         if op is _SUBPATTERN:
             # A group that is not optional is matched in full: its own sequence is required.
-            # Groups with local flags (e.g. (?i:...)) may fold case, so they are skipped.
             add_flags, del_flags, sub = arg[1], arg[2], arg[3]  # type: ignore[index]
-            if not add_flags and not del_flags:
-                _collect_runs(list(sub), runs)
+            local = (ignorecase or bool(add_flags & re.IGNORECASE)) and not (del_flags & re.IGNORECASE)
+            _collect_runs(list(sub), runs, local)
     if current:
         runs.append("".join(current))

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from detectors.cover import cover
+from detectors.cover import required_covers
 from detectors.evaluate import build_matcher
 from detectors.index import GroupIndex
 from detectors.ir import CompiledRule
@@ -37,6 +37,6 @@ def matches(detection: str, event: Mapping[str, Any], placeholders: Mapping[str,
     """Full evaluation; also asserts that the prefilter lets the rule through when it matches."""
     rule = compiled(detection, placeholders)
     result = build_matcher(rule.condition)(event)
-    candidate = GroupIndex([cover(rule.condition)]).candidates(event) == [0]
+    candidate = GroupIndex([required_covers(rule.condition)]).candidates(event) == [0]
     assert candidate or not result, "prefilter dropped a matching rule"
     return result
