@@ -36,8 +36,10 @@ def register(commands: Any) -> None:
 def _scan(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     ruleset = load_rules_from_args(args)
-    for rejection in ruleset.rejections:
+    for rejection in ruleset.rejections[:20]:
         print(f"sigmaray: rule rejected: {rejection.path}: {rejection.reason}", file=sys.stderr)
+    if len(ruleset.rejections) > 20:
+        print(f"sigmaray: ... {len(ruleset.rejections) - 20} more rejected rules (see `sigmaray rules check`)", file=sys.stderr)
     mapping = LogsourceMapping.from_yaml(args.mapping) if args.mapping else LogsourceMapping.default()
     engine = SigmaEngine(ruleset.rules, mapping, mode=args.mode)
     out: TextIO = sys.stdout

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from detectors.cover import Cover, required_covers
 from detectors.evaluate import Matcher, build_matcher
-from detectors.index import GroupIndex
+from detectors.index import GroupIndex, RuleIndex
 from detectors.ir import CompiledRule, RuleMeta
 from detectors.routing import LogSource, LogsourceMapping, Route
 
@@ -28,7 +28,6 @@ class _Group:
     """The rules that apply to one set of event logsources."""
 
     positions: tuple[int, ...]  # indexes into the engine's rule list, ascending
-    matchers: tuple[Matcher, ...]
     index: GroupIndex | None
 
 
@@ -58,22 +57,30 @@ class SigmaEngine:
         rules: Sequence[CompiledRule],
         mapping: LogsourceMapping | None = None,
         mode: Mode = "indexed",
+        literal_backend: str | None = None,
     ) -> None:
         if mode not in ("indexed", "plain"):
             raise ValueError(f"unknown engine mode {mode!r} (indexed or plain)")
         self.rules: tuple[CompiledRule, ...] = tuple(rules)
         self.mapping = mapping if mapping is not None else LogsourceMapping.default()
         self.mode: Mode = mode
+        self.literal_backend = literal_backend
         self.stats = EngineStats()
         self._rule_logsources = [
             LogSource(r.meta.product, r.meta.category, r.meta.service) for r in self.rules
         ]
         # Compile every condition to a closure up front, so no event pays for it.
         self._matchers: list[Matcher] = [build_matcher(r.condition) for r in self.rules]
-        self._covers: list[list[Cover]] = (
-            [required_covers(r.condition) for r in self.rules] if mode == "indexed" else []
-        )
+        # The field index over all rules is built here too: compile once, not on first event.
+        self._index: RuleIndex | None = None
+        if mode == "indexed":
+            covers: list[list[Cover]] = [required_covers(r.condition) for r in self.rules]
+            self._index = RuleIndex(covers, self._rule_logsources, literal_backend)
         self._routes: dict[tuple[Any, ...], _Routed] = {}
+        self._key_fields = tuple(self.mapping.key_fields)
+        self._by_logsource: dict[LogSource, list[int]] = {}
+        for position, logsource in enumerate(self._rule_logsources):
+            self._by_logsource.setdefault(logsource, []).append(position)
         self._groups: dict[frozenset[LogSource], _Group] = {}
 
     # --- public API -------------------------------------------------------------------------
@@ -91,19 +98,15 @@ class SigmaEngine:
             return []
         if routed.aliases:
             event = _with_aliases(event, routed.aliases)
-        matchers = group.matchers
-        if group.index is not None:
-            candidates = group.index.candidates(event)
-        else:
-            candidates = range(len(matchers))
-        positions = group.positions
+        matchers = self._matchers
+        candidates = group.index.candidates(event) if group.index is not None else group.positions
         out: list[int] = []
-        for local in candidates:
+        for position in candidates:
             try:
-                if matchers[local](event):
-                    out.append(positions[local])
+                if matchers[position](event):
+                    out.append(position)
             except Exception as error:  # a rule must never take the pipeline down
-                self._rule_failed(positions[local], error)
+                self._rule_failed(position, error)
         return out
 
     def rules_for(self, event: Mapping[str, Any]) -> tuple[int, ...]:
@@ -113,8 +116,15 @@ class SigmaEngine:
     # --- routing and groups -----------------------------------------------------------------
 
     def _route(self, event: Mapping[str, Any]) -> _Routed:
-        key = self.mapping.route_key(event)
-        routed = self._routes.get(key)
+        # The raw key-field values with their types (so 1, 1.0 and True stay apart) are a cheap
+        # cache key; unhashable values (lists) fall back to the mapping's frozen key.
+        raw = tuple(map(event.get, self._key_fields))
+        key: tuple[Any, ...] = (raw, tuple(map(type, raw)))
+        try:
+            routed = self._routes.get(key)
+        except TypeError:
+            key = self.mapping.route_key(event)
+            routed = self._routes.get(key)
         if routed is None:
             route = self.mapping.route(event)
             routed = _Routed(self._group(route), tuple(route.field_aliases))
@@ -129,19 +139,13 @@ class SigmaEngine:
         group = self._groups.get(logsources)
         if group is not None:
             return group
-        applies = {ls: any(ls.covers(event_ls) for event_ls in logsources) for ls in set(self._rule_logsources)}
-        positions = tuple(i for i, rule_ls in enumerate(self._rule_logsources) if applies[rule_ls])
-        matchers = tuple(self._matcher(i) for i in positions)
-        index = None
-        if self.mode == "indexed":
-            index = GroupIndex([self._covers[i] for i in positions])
-        group = _Group(positions, matchers, index)
+        classes = [ls for ls in self._by_logsource if any(ls.covers(event_ls) for event_ls in logsources)]
+        positions = tuple(sorted(p for ls in classes for p in self._by_logsource[ls]))
+        index = self._index.group(classes) if self._index is not None else None
+        group = _Group(positions, index)
         self._groups[logsources] = group
         self.stats.groups = len(self._groups)
         return group
-
-    def _matcher(self, position: int) -> Matcher:
-        return self._matchers[position]
 
     def _rule_failed(self, position: int, error: Exception) -> None:
         self.stats.rule_errors += 1

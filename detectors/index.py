@@ -1,15 +1,19 @@
-"""The prefilter: which rules of a logsource group can possibly match an event.
+"""The prefilter: which rules can possibly match an event.
 
-Per field it keeps one exact-value table and one Aho-Corasick automaton over the literals of
-all rules in the group, and memoizes the answer per field value (field values such as Image or
-ParentImage repeat a lot). Rules without a provable trigger are always candidates. The answer
-is a superset of the matching rules; the full evaluator decides.
+Per field, one exact-value table and one multi-literal automaton over the literals of all
+rules, built once when the engine is built, and a memo of the answer per field value (Image,
+ParentImage and the like repeat a lot, across logsources too). Each rule has up to
+`TOKEN_SLOTS` required covers (`cover.required_covers`); a trigger hit yields the token
+`position * TOKEN_SLOTS + cover_number`, and a rule of the event's logsource group is a
+candidate when tokens for all of its covers were seen. Rules without a provable cover are
+always candidates of their group. The answer is a superset of the matching rules; the full
+evaluator decides.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from detectors.cover import Cover, Trigger
@@ -80,30 +84,52 @@ class _FieldIndex:
         return frozenset(result) if result else _EMPTY
 
 
-class GroupIndex:
-    """Candidate selection for the rules of one logsource group (positions into the group).
+class RuleIndex:
+    """Triggers of all rules, one `_ClassIndex` per distinct rule logsource, built up front.
 
-    Each rule has up to a few required covers (see `cover.required_covers`); a trigger hit
-    yields the token `position * TOKEN_SLOTS + cover_number`, and a rule is a candidate when
-    tokens for all of its covers were seen.
+    Splitting by the rules' own logsource means an event only consults the literals of rules
+    that can apply to it, without filtering tokens afterwards; a logsource group (the rules an
+    event's route covers) is then just a list of classes.
     """
 
-    def __init__(self, covers: Sequence[Sequence[Cover]], backend: str | None = None) -> None:
-        by_field: dict[str | None, list[tuple[Trigger, int]]] = defaultdict(list)
+    def __init__(
+        self, covers: Sequence[Sequence[Cover]], classes: Sequence[Hashable] | None = None, backend: str | None = None
+    ) -> None:
+        self.needed: list[int] = [len(required) for required in covers]
+        labels = list(classes) if classes is not None else [None] * len(covers)
+        members: dict[Hashable, list[int]] = defaultdict(list)
+        for position, label in enumerate(labels):
+            members[label].append(position)
+        self.classes: dict[Hashable, _ClassIndex] = {
+            label: _ClassIndex(covers, positions, backend) for label, positions in members.items()
+        }
+
+    def group(self, labels: Sequence[Hashable]) -> GroupIndex:
+        """The candidate selector for the rules of the given classes (one logsource group)."""
+        return GroupIndex(self, [self.classes[label] for label in labels if label in self.classes])
+
+
+class _ClassIndex:
+    """Field and keyword triggers of the rules of one logsource."""
+
+    def __init__(self, covers: Sequence[Sequence[Cover]], positions: Sequence[int], backend: str | None) -> None:
+        by_field: dict[str, list[tuple[Trigger, int]]] = defaultdict(list)
+        keyword: list[tuple[Trigger, int]] = []
         always: list[int] = []
-        self.needed: dict[int, int] = {}
-        for position, required in enumerate(covers):
+        for position in positions:
+            required = covers[position]
             if not required:
                 always.append(position)
-                continue
             if len(required) > TOKEN_SLOTS:
                 raise ValueError(f"at most {TOKEN_SLOTS} covers per rule")
-            self.needed[position] = len(required)
             for number, triggers in enumerate(required):
                 for trigger in triggers:
-                    by_field[trigger.field].append((trigger, position * TOKEN_SLOTS + number))
+                    token = position * TOKEN_SLOTS + number
+                    if trigger.field is None:
+                        keyword.append((trigger, token))
+                    else:
+                        by_field[trigger.field].append((trigger, token))
         self.always = tuple(always)
-        keyword = by_field.pop(None, None)
         self.keyword_index = _FieldIndex(keyword, backend) if keyword else None
         indexes = {name: _FieldIndex(triggers, backend) for name, triggers in sorted(by_field.items())}
         # Flat names are found by walking the event's own keys (no per-field function call);
@@ -111,26 +137,85 @@ class GroupIndex:
         self.flat = {name: index for name, index in indexes.items() if "." not in name}
         self.dotted = tuple((field_getter(name), index) for name, index in indexes.items() if "." in name)
 
+
+def _value_hits(index: _FieldIndex, value: Any, found: set[int]) -> None:
+    if value.__class__ is str:
+        hits = index.cache.get(value)
+        if hits is None:
+            hits = index.hits(value)
+        if hits:
+            found |= hits
+    elif value.__class__ is list or value.__class__ is tuple:
+        for item in iter_scalars(value):
+            found |= index.hits(item)
+    else:
+        found |= index.hits(value)
+
+
+def _all_text(event: Mapping[str, Any]) -> str:
+    """Every string of the event, lowercased and joined: keyword triggers are substrings, so
+    one scan finds them all (a literal spanning two joined values is a harmless false
+    candidate). Values such as timestamps and GUIDs are unique per event, so a per-value cache
+    would only miss."""
+    strings: list[str] = []
+    nested = False
+    for value in event.values():
+        if value.__class__ is str:
+            strings.append(value)
+        elif value.__class__ in (dict, list, tuple):
+            nested = True
+    if nested:
+        strings.extend(iter_all_strings({k: v for k, v in event.items() if v.__class__ is not str}))
+    return "\x00".join(strings).lower()
+
+
+class GroupIndex:
+    """Candidate selection for one logsource group: the classes its route covers, merged so
+    that an event's fields are walked once."""
+
+    def __init__(self, rules: RuleIndex, classes: Sequence[_ClassIndex]) -> None:
+        self.needed = rules.needed
+        self.always = tuple(sorted(p for c in classes for p in c.always))
+        flat: dict[str, list[_FieldIndex]] = defaultdict(list)
+        for class_index in classes:
+            for name, index in class_index.flat.items():
+                flat[name].append(index)
+        self.flat = {name: tuple(indexes) for name, indexes in flat.items()}
+        self.dotted = tuple(pair for c in classes for pair in c.dotted)
+        self.keywords = tuple(c.keyword_index for c in classes if c.keyword_index is not None)
+
     def candidates(self, event: Mapping[str, Any]) -> list[int]:
-        """Sorted positions of the rules that may match `event`."""
+        """Sorted positions of the group's rules that may match `event`."""
         found: set[int] = set()
         flat = self.flat
-        if len(flat) < len(event):
-            for name, index in flat.items():
-                value = event.get(name)
-                if value is not None:
-                    self._value_hits(index, value, found)
-        else:
-            for name, value in event.items():
-                index = flat.get(name)
-                if index is not None and value is not None:
-                    self._value_hits(index, value, found)
+        pairs = (
+            [(indexes, event.get(name)) for name, indexes in flat.items()]
+            if len(flat) < len(event)
+            else [(flat.get(name), value) for name, value in event.items()]
+        )
+        for indexes, value in pairs:
+            if indexes is None or value is None:
+                continue
+            if value.__class__ is str:  # the common case, inlined
+                for index in indexes:
+                    hits = index.cache.get(value)
+                    if hits is None:
+                        hits = index.hits(value)
+                    if hits:
+                        found |= hits
+            else:
+                for index in indexes:
+                    _value_hits(index, value, found)
         for get, index in self.dotted:
             value = get(event)
             if value is not None:
-                self._value_hits(index, value, found)
-        if self.keyword_index is not None:
-            self._keywords(event, found)
+                _value_hits(index, value, found)
+        if self.keywords:
+            text = _all_text(event)
+            for index in self.keywords:
+                payloads = index.payloads
+                for number in index.search.find(text):  # type: ignore[union-attr]
+                    found |= payloads[number]
         if not found:
             return list(self.always)
         seen: dict[int, int] = {}
@@ -143,44 +228,6 @@ class GroupIndex:
         result.sort()
         return result
 
-    @staticmethod
-    def _value_hits(index: _FieldIndex, value: Any, found: set[int]) -> None:
-        if value.__class__ is str:
-            hits = index.cache.get(value)
-            if hits is None:
-                hits = index.hits(value)
-            if hits:
-                found |= hits
-        elif value.__class__ is list or value.__class__ is tuple:
-            for item in iter_scalars(value):
-                found |= index.hits(item)
-        else:
-            found |= index.hits(value)
-
-    def _keywords(self, event: Mapping[str, Any], found: set[int]) -> None:
-        """Keyword triggers are substrings, so one scan of all strings joined finds them all
-        (a literal spanning two joined values is a harmless false candidate). Values such as
-        timestamps and GUIDs are unique per event, so a per-value cache would only miss."""
-        strings: list[str] = []
-        nested = False
-        for value in event.values():
-            if value.__class__ is str:
-                strings.append(value)
-            elif value.__class__ in (dict, list, tuple):
-                nested = True
-        if nested:
-            strings.extend(iter_all_strings({k: v for k, v in event.items() if v.__class__ is not str}))
-        text = "\x00".join(strings).lower()
-        index = self.keyword_index
-        assert index is not None and index.search is not None
-        payloads = index.payloads
-        for number in index.search.find(text):
-            found |= payloads[number]
-
     def describe(self) -> dict[str, int]:
-        """Sizes, for `rules check` and the benchmark report."""
-        return {
-            "fields": len(self.flat) + len(self.dotted),
-            "always_candidates": len(self.always),
-            "keyword_index": int(self.keyword_index is not None),
-        }
+        """Sizes, for reports."""
+        return {"fields": len(self.flat) + len(self.dotted), "always_candidates": len(self.always)}

@@ -9,7 +9,7 @@ from typing import Any
 
 from detectors.cover import required_covers
 from detectors.evaluate import build_matcher
-from detectors.index import GroupIndex
+from detectors.index import RuleIndex
 from detectors.ir import CompiledRule
 from detectors.loader import RuleSource, Ruleset, load_ruleset
 
@@ -37,6 +37,6 @@ def matches(detection: str, event: Mapping[str, Any], placeholders: Mapping[str,
     """Full evaluation; also asserts that the prefilter lets the rule through when it matches."""
     rule = compiled(detection, placeholders)
     result = build_matcher(rule.condition)(event)
-    candidate = GroupIndex([required_covers(rule.condition)]).candidates(event) == [0]
+    candidate = RuleIndex([required_covers(rule.condition)]).group([None]).candidates(event) == [0]
     assert candidate or not result, "prefilter dropped a matching rule"
     return result
