@@ -23,6 +23,7 @@ from detectors.values import equality_key, field_getter, iter_all_strings, iter_
 _EMPTY: frozenset[int] = frozenset()
 _CACHE_LIMIT = 65536
 TOKEN_SLOTS = 4
+_CONTAINERS = (dict, list, tuple)
 
 
 class _FieldIndex:
@@ -70,7 +71,7 @@ class _FieldIndex:
                     result |= positions
         if self.search is not None:
             if value.__class__ is str:
-                text = value.lower()
+                text = value
             elif value.__class__ is bool:
                 text = "true" if value else "false"
             elif value.__class__ in (int, float):
@@ -79,7 +80,7 @@ class _FieldIndex:
                 text = None
             if text:
                 payloads = self.payloads
-                for number in self.search.find(text):
+                for number in self.search.find_folded(text):
                     result |= payloads[number]
         return frozenset(result) if result else _EMPTY
 
@@ -153,20 +154,17 @@ def _value_hits(index: _FieldIndex, value: Any, found: set[int]) -> None:
 
 
 def _all_text(event: Mapping[str, Any]) -> str:
-    """Every string of the event, lowercased and joined: keyword triggers are substrings, so
+    """Every string of the event, joined (searched case-folded): keyword triggers are substrings, so
     one scan finds them all (a literal spanning two joined values is a harmless false
     candidate). Values such as timestamps and GUIDs are unique per event, so a per-value cache
     would only miss."""
-    strings: list[str] = []
-    nested = False
-    for value in event.values():
-        if value.__class__ is str:
-            strings.append(value)
-        elif value.__class__ in (dict, list, tuple):
-            nested = True
-    if nested:
-        strings.extend(iter_all_strings({k: v for k, v in event.items() if v.__class__ is not str}))
-    return "\x00".join(strings).lower()
+    values = event.values()
+    strings = [value for value in values if value.__class__ is str]
+    if len(strings) != len(event):
+        nested = [value for value in values if value.__class__ in _CONTAINERS]
+        if nested:  # strings inside lists and objects
+            strings.extend(iter_all_strings({"": nested}))
+    return "\x00".join(strings)
 
 
 class GroupIndex:
@@ -214,7 +212,7 @@ class GroupIndex:
             text = _all_text(event)
             for index in self.keywords:
                 payloads = index.payloads
-                for number in index.search.find(text):  # type: ignore[union-attr]
+                for number in index.search.find_folded(text):  # type: ignore[union-attr]
                     found |= payloads[number]
         if not found:
             return list(self.always)

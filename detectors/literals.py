@@ -33,6 +33,10 @@ class AhoCorasickLiterals:
         """Numbers of the literals that occur in `text`."""
         return {number for _end, number in self._automaton.iter(text)}
 
+    def find_folded(self, text: str) -> set[int]:
+        """Numbers of the (lowercase) literals that occur in `text.lower()`."""
+        return self.find(text.lower())
+
 
 class HyperscanLiterals:
     """Literal search with Hyperscan: sub-µs call overhead, GB/s scanning."""
@@ -41,12 +45,16 @@ class HyperscanLiterals:
 
     def __init__(self, literals: Sequence[str]) -> None:
         assert hyperscan is not None
+        # With only ASCII literals, Hyperscan's (ASCII) caseless mode gives the same answer on
+        # ASCII text as searching the lowercased text, and saves lowering it.
+        self._caseless = all(literal.isascii() and literal == literal.lower() for literal in literals)
+        flags = hyperscan.HS_FLAG_SINGLEMATCH | (hyperscan.HS_FLAG_CASELESS if self._caseless else 0)
         database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         database.compile(
             expressions=[_encode(literal) for literal in literals],
             ids=list(range(len(literals))),
             elements=len(literals),
-            flags=[hyperscan.HS_FLAG_SINGLEMATCH] * len(literals),
+            flags=[flags] * len(literals),
             literal=True,
         )
         self._database = database
@@ -57,6 +65,15 @@ class HyperscanLiterals:
         # Substring containment is the same on UTF-8 bytes as on text (UTF-8 is self-synchronizing).
         self._database.scan(_encode(text), match_event_handler=_on_match, context=found, scratch=self._scratch)
         return found
+
+
+    def find_folded(self, text: str) -> set[int]:
+        """Numbers of the (lowercase) literals that occur in `text.lower()`."""
+        if self._caseless and text.isascii():
+            found: set[int] = set()
+            self._database.scan(text.encode("ascii"), match_event_handler=_on_match, context=found, scratch=self._scratch)
+            return found
+        return self.find(text.lower())
 
 
 def _on_match(number: int, _start: int, _end: int, _flags: int, found: set[int]) -> None:
