@@ -179,6 +179,7 @@ class GroupIndex:
             for name, index in class_index.flat.items():
                 flat[name].append(index)
         self.flat = {name: tuple(indexes) for name, indexes in flat.items()}
+        self.names = frozenset(self.flat)
         self.dotted = tuple(pair for c in classes for pair in c.dotted)
         self.keywords = tuple(c.keyword_index for c in classes if c.keyword_index is not None)
 
@@ -186,23 +187,19 @@ class GroupIndex:
         """Sorted positions of the group's rules that may match `event`."""
         found: set[int] = set()
         flat = self.flat
-        pairs = (
-            [(indexes, event.get(name)) for name, indexes in flat.items()]
-            if len(flat) < len(event)
-            else [(flat.get(name), value) for name, value in event.items()]
-        )
-        for indexes, value in pairs:
-            if indexes is None or value is None:
+        for name in self.names & event.keys():  # set intersection runs in C
+            value = event[name]
+            if value is None:
                 continue
             if value.__class__ is str:  # the common case, inlined
-                for index in indexes:
+                for index in flat[name]:
                     hits = index.cache.get(value)
                     if hits is None:
                         hits = index.hits(value)
                     if hits:
                         found |= hits
             else:
-                for index in indexes:
+                for index in flat[name]:
                     _value_hits(index, value, found)
         for get, index in self.dotted:
             value = get(event)
