@@ -22,7 +22,7 @@ from detectors.values import equality_key, field_getter, iter_all_strings, iter_
 
 _EMPTY: frozenset[int] = frozenset()
 _CACHE_LIMIT = 65536
-TOKEN_SLOTS = 4
+TOKEN_SLOTS = 4  # covers per rule; tokens shift by 2 bits
 _CONTAINERS = (dict, list, tuple)
 
 
@@ -97,6 +97,7 @@ class RuleIndex:
         self, covers: Sequence[Sequence[Cover]], classes: Sequence[Hashable] | None = None, backend: str | None = None
     ) -> None:
         self.needed: list[int] = [len(required) for required in covers]
+        self.backend = backend
         labels = list(classes) if classes is not None else [None] * len(covers)
         members: dict[Hashable, list[int]] = defaultdict(list)
         for position, label in enumerate(labels):
@@ -131,7 +132,7 @@ class _ClassIndex:
                     else:
                         by_field[trigger.field].append((trigger, token))
         self.always = tuple(always)
-        self.keyword_index = _FieldIndex(keyword, backend) if keyword else None
+        self.keyword_triggers = tuple(keyword)
         indexes = {name: _FieldIndex(triggers, backend) for name, triggers in sorted(by_field.items())}
         # Flat names are found by walking the event's own keys (no per-field function call);
         # dotted names may reach into nested objects and need a getter.
@@ -161,7 +162,8 @@ def _all_text(event: Mapping[str, Any]) -> str:
     values = event.values()
     strings = [value for value in values if value.__class__ is str]
     if len(strings) != len(event):
-        nested = [value for value in values if value.__class__ in _CONTAINERS]
+        others = [value for value in values if value.__class__ is not str]
+        nested = [value for value in others if value.__class__ in _CONTAINERS]
         if nested:  # strings inside lists and objects
             strings.extend(iter_all_strings({"": nested}))
     return "\x00".join(strings)
@@ -181,7 +183,9 @@ class GroupIndex:
         self.flat = {name: tuple(indexes) for name, indexes in flat.items()}
         self.names = frozenset(self.flat)
         self.dotted = tuple(pair for c in classes for pair in c.dotted)
-        self.keywords = tuple(c.keyword_index for c in classes if c.keyword_index is not None)
+        # One keyword automaton for the whole group: the joined text is scanned once.
+        keyword = [pair for c in classes for pair in c.keyword_triggers]
+        self.keywords = (_FieldIndex(keyword, rules.backend),) if keyword else ()
 
     def candidates(self, event: Mapping[str, Any]) -> list[int]:
         """Sorted positions of the group's rules that may match `event`."""
@@ -213,9 +217,10 @@ class GroupIndex:
                     found |= payloads[number]
         if not found:
             return list(self.always)
+        # Tokens are position * 4 + cover number; a rule whose covers were all hit is a candidate.
         seen: dict[int, int] = {}
         for token in found:
-            position = token // TOKEN_SLOTS
+            position = token >> 2
             seen[position] = seen.get(position, 0) + 1
         needed = self.needed
         result = [p for p, count in seen.items() if count == needed[p]]
