@@ -24,6 +24,7 @@ _EMPTY: frozenset[int] = frozenset()
 _CACHE_LIMIT = 65536
 TOKEN_SLOTS = 4  # covers per rule; tokens shift by 2 bits
 _CONTAINERS = (dict, list, tuple)
+_CLEAN_LIMIT = 262144
 
 
 class _FieldIndex:
@@ -154,19 +155,49 @@ def _value_hits(index: _FieldIndex, value: Any, found: set[int]) -> None:
         found |= index.hits(value)
 
 
-def _all_text(event: Mapping[str, Any]) -> str:
-    """Every string of the event, joined (searched case-folded): keyword triggers are substrings, so
-    one scan finds them all (a literal spanning two joined values is a harmless false
-    candidate). Values such as timestamps and GUIDs are unique per event, so a per-value cache
-    would only miss."""
+def _all_strings(event: Mapping[str, Any]) -> list[str]:
+    """Every string value of the event, nested lists and objects included."""
     values = event.values()
     strings = [value for value in values if value.__class__ is str]
     if len(strings) != len(event):
         others = [value for value in values if value.__class__ is not str]
         nested = [value for value in others if value.__class__ in _CONTAINERS]
-        if nested:  # strings inside lists and objects
+        if nested:
             strings.extend(iter_all_strings({"": nested}))
-    return "\x00".join(strings)
+    return strings
+
+
+class _KeywordIndex:
+    """Keyword triggers: literals searched in every string value of an event.
+
+    Most values (Channel, Computer, Image, ...) recur and contain no keyword: they are
+    remembered as clean and skipped. The remaining values are joined and scanned once (a
+    literal spanning two joined values is a harmless false candidate), and only when that scan
+    finds something is each value looked at on its own.
+    """
+
+    def __init__(self, triggers: Sequence[tuple[Trigger, int]], backend: str | None) -> None:
+        self.index = _FieldIndex(triggers, backend)
+        self.clean: set[str] = set()
+
+    def add_tokens(self, event: Mapping[str, Any], found: set[int]) -> None:
+        clean = self.clean
+        fresh = [text for text in _all_strings(event) if text not in clean]
+        if not fresh:
+            return
+        search = self.index.search
+        assert search is not None
+        if not search.find_folded("\x00".join(fresh)):
+            if len(clean) >= _CLEAN_LIMIT:
+                clean.clear()
+            clean.update(fresh)
+            return
+        for text in fresh:
+            hits = self.index.hits(text)
+            if hits:
+                found |= hits
+            else:
+                clean.add(text)
 
 
 class GroupIndex:
@@ -185,7 +216,7 @@ class GroupIndex:
         self.dotted = tuple(pair for c in classes for pair in c.dotted)
         # One keyword automaton for the whole group: the joined text is scanned once.
         keyword = [pair for c in classes for pair in c.keyword_triggers]
-        self.keywords = (_FieldIndex(keyword, rules.backend),) if keyword else ()
+        self.keywords = _KeywordIndex(keyword, rules.backend) if keyword else None
 
     def candidates(self, event: Mapping[str, Any]) -> list[int]:
         """Sorted positions of the group's rules that may match `event`."""
@@ -210,11 +241,7 @@ class GroupIndex:
             if value is not None:
                 _value_hits(index, value, found)
         if self.keywords:
-            text = _all_text(event)
-            for index in self.keywords:
-                payloads = index.payloads
-                for number in index.search.find_folded(text):  # type: ignore[union-attr]
-                    found |= payloads[number]
+            self.keywords.add_tokens(event, found)
         if not found:
             return list(self.always)
         # Tokens are position * 4 + cover number; a rule whose covers were all hit is a candidate.

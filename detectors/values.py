@@ -24,6 +24,11 @@ def to_number(value: Any) -> Number | None:
         text = value.strip()
         if not text or len(text) > 40:
             return None
+        first = text[0]
+        # Most strings are not numbers; failing int() and float() costs two exceptions. Only a
+        # sign, a dot or a digit can start a finite number (inf and nan are refused below).
+        if not (first.isdigit() or first in "+-."):
+            return None
         try:
             return int(text, 10)
         except ValueError:

@@ -135,3 +135,17 @@ def test_sigmaray_help_reads_well() -> None:
     out = subprocess.run([sys.executable, "-m", "cluster.cli", "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("rules", "scan", "bench"):
         assert command in out
+
+
+def test_custom_pipeline_yaml_renames_fields_before_compiling(tmp_path: Path) -> None:
+    (tmp_path / "rule.yml").write_text(GOOD)
+    pipeline = tmp_path / "edr.yml"
+    pipeline.write_text(
+        "name: edr field names\npriority: 10\ntransformations:\n"
+        "  - id: image_to_process_path\n    type: field_name_mapping\n    mapping:\n      Image: process.executable\n"
+    )
+    ruleset = load_rules_from_paths([tmp_path / "rule.yml"], pipelines=[str(pipeline)])
+    assert not ruleset.rejections
+    matcher = build_matcher(ruleset.rules[0].condition)
+    assert matcher({"process": {"executable": "C:\\x\\EVIL.exe"}})
+    assert not matcher({"Image": "C:\\x\\evil.exe"})
