@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cluster import cli_bench, cli_rules, cli_scan
+from cluster import cli_bench, cli_rules, cli_run, cli_scan
 
 DESCRIPTION = """\
 sigmaray: Sigma detection and River anomaly scoring for security logs, on Ray and Kafka.
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_rules.register(commands)
     cli_scan.register(commands)
     cli_bench.register(commands)
+    cli_run.register(commands)
     return parser
 
 

@@ -1,0 +1,162 @@
+"""Ray actors: a supervisor that owns the partition assignment, and the workers it runs.
+
+Only plain values cross actor boundaries (config dicts, partition lists, metrics dicts).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict
+from typing import Any
+
+import ray
+from confluent_kafka.admin import AdminClient
+
+from cluster.config import ClusterConfig, config_from_dict
+
+SUPERVISOR_NAME = "sigmaray-supervisor"
+NAMESPACE = "sigmaray"
+
+
+def config_to_dict(config: ClusterConfig) -> dict[str, Any]:
+    data = asdict(config)
+    for section in ("kafka", "rules"):
+        for key, value in data[section].items():
+            if isinstance(value, tuple):
+                data[section][key] = list(value)
+    return data
+
+
+@ray.remote(max_concurrency=4)
+class PartitionWorker:
+    """Runs a PartitionLoop in a thread; assignment and metrics calls run beside it."""
+
+    def __init__(self, config: dict[str, Any], worker: str) -> None:
+        from cluster.partition_loop import PartitionLoop  # Kafka clients live in this process
+
+        self.loop = PartitionLoop(config_from_dict(config), worker)
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"loop-{worker}", daemon=True)
+        self.error: str | None = None
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.loop.run(self.stop_event)
+        except Exception as error:  # reported through ping(); the supervisor replaces us
+            self.error = f"{type(error).__name__}: {error}"
+
+    def assign(self, partitions: list[tuple[str, int]]) -> None:
+        self.loop.assign([tuple(p) for p in partitions])  # type: ignore[misc]
+
+    def ping(self) -> dict[str, Any]:
+        return {"alive": self.thread.is_alive(), "error": self.error}
+
+    def metrics(self) -> dict[str, Any]:
+        return self.loop.metrics.to_dict()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(30)
+
+
+@ray.remote(max_concurrency=4)
+class Supervisor:
+    """Assigns every input partition to exactly one worker; replaces dead workers."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.parsed = config_from_dict(config)
+        self.workers: dict[str, Any] = {}
+        self.generation = 0
+        self.restarts = 0
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.monitor = threading.Thread(target=self._watch, daemon=True)
+
+    def start(self) -> list[str]:
+        self.scale(self.parsed.workers)
+        self.monitor.start()
+        return sorted(self.workers)
+
+    def partitions(self) -> list[tuple[str, int]]:
+        admin = AdminClient({"bootstrap.servers": self.parsed.kafka.bootstrap_servers, **self.parsed.kafka.client})
+        metadata = admin.list_topics(timeout=10)
+        found: list[tuple[str, int]] = []
+        for topic in self.parsed.kafka.input_topics:
+            info = metadata.topics.get(topic)
+            if info is None or info.error is not None:
+                continue
+            found.extend((topic, p) for p in sorted(info.partitions))
+        return found
+
+    def scale(self, count: int) -> list[str]:
+        """Change the number of workers on a running cluster, then reassign partitions."""
+        with self.lock:
+            while len(self.workers) < count:
+                self.generation += 1
+                name = f"worker-{self.generation}"
+                self.workers[name] = PartitionWorker.options(name=f"sigmaray-{name}", namespace=NAMESPACE).remote(
+                    self.config, name
+                )
+            while len(self.workers) > count:
+                name = sorted(self.workers)[-1]
+                worker = self.workers.pop(name)
+                ray.get(worker.stop.remote(), timeout=60)
+                ray.kill(worker)
+            self._rebalance()
+            return sorted(self.workers)
+
+    def _rebalance(self) -> None:
+        names = sorted(self.workers)
+        plan: dict[str, list[tuple[str, int]]] = {n: [] for n in names}
+        for i, partition in enumerate(self.partitions()):
+            plan[names[i % len(names)]].append(partition)
+        # Release first, then grant: one owner per partition at any time.
+        ray.get([self.workers[n].assign.remote([]) for n in names])
+        ray.get([self.workers[n].assign.remote(plan[n]) for n in names])
+
+    def _watch(self) -> None:
+        while not self.stop_event.wait(2.0):
+            dead = []
+            for name, worker in list(self.workers.items()):
+                try:
+                    state = ray.get(worker.ping.remote(), timeout=10)
+                    if not state["alive"]:
+                        dead.append(name)
+                except Exception:
+                    dead.append(name)
+            if dead:
+                with self.lock:
+                    for name in dead:
+                        worker = self.workers.pop(name, None)
+                        if worker is not None:
+                            try:
+                                ray.kill(worker)
+                            except Exception:
+                                pass
+                        self.restarts += 1
+                        self.generation += 1
+                        new_name = f"worker-{self.generation}"
+                        self.workers[new_name] = PartitionWorker.options(
+                            name=f"sigmaray-{new_name}", namespace=NAMESPACE
+                        ).remote(self.config, new_name)
+                    self._rebalance()
+
+    def status(self) -> dict[str, Any]:
+        rows = []
+        for name, worker in sorted(self.workers.items()):
+            try:
+                rows.append(ray.get(worker.metrics.remote(), timeout=10))
+            except Exception as error:
+                rows.append({"worker": name, "error": str(error)})
+        return {"workers": rows, "restarts": self.restarts}
+
+    def shutdown(self) -> None:
+        self.stop_event.set()
+        for worker in self.workers.values():
+            try:
+                ray.get(worker.stop.remote(), timeout=60)
+            except Exception:
+                pass

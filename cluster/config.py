@@ -1,0 +1,130 @@
+"""Cluster configuration: every setting has a default, and a bad value names its key.
+
+    kafka:
+      bootstrap_servers: 127.0.0.1:9092     # your cluster; SASL/SSL go in `client`
+      input_topics: [sigmaray.events]
+      detections_topic: sigmaray.detections
+      dead_letter_topic: sigmaray.dead-letter
+      group_id: sigmaray                    # offsets are committed under this group
+      client: {}                            # extra librdkafka settings for every client
+    processing:
+      guarantee: at_least_once              # or exactly_once
+      batch_size: 500                       # records per consumer poll
+      batch_timeout_ms: 200
+      max_in_flight: 20000                  # produced but unacknowledged records before pausing
+    workers: 2                              # PartitionWorker actors
+    rules:
+      paths: [rules/]
+      pipelines: []
+      placeholders: {}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from detectors.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConfig:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    input_topics: tuple[str, ...] = ("sigmaray.events",)
+    detections_topic: str = "sigmaray.detections"
+    dead_letter_topic: str = "sigmaray.dead-letter"
+    group_id: str = "sigmaray"
+    client: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessingConfig:
+    guarantee: str = "at_least_once"
+    batch_size: int = 500
+    batch_timeout_ms: int = 200
+    max_in_flight: int = 20000
+
+
+@dataclass(frozen=True, slots=True)
+class RulesConfig:
+    paths: tuple[str, ...] = ("rules",)
+    pipelines: tuple[str, ...] = ()
+    placeholders: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    processing: ProcessingConfig = field(default_factory=ProcessingConfig)
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    workers: int = 2
+
+
+_GUARANTEES = ("at_least_once", "exactly_once")
+
+
+def load_config(path: str | Path | None) -> ClusterConfig:
+    """Read a YAML config; missing keys take their defaults."""
+    if path is None:
+        return ClusterConfig()
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"cannot read config {path}: {error.strerror}") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config {path} is not valid YAML: {error}") from error
+    return config_from_dict(data or {}, str(path))
+
+
+def config_from_dict(data: Any, source: str = "<config>") -> ClusterConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the config must be a mapping")
+    _known(data, {"kafka", "processing", "rules", "workers"}, "", source)
+    kafka = _section(KafkaConfig, data.get("kafka", {}), "kafka", source)
+    processing = _section(ProcessingConfig, data.get("processing", {}), "processing", source)
+    rules = _section(RulesConfig, data.get("rules", {}), "rules", source)
+    workers = data.get("workers", 2)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ConfigError(f"{source}: workers must be a positive integer, got {workers!r}")
+    if processing.guarantee not in _GUARANTEES:
+        raise ConfigError(f"{source}: processing.guarantee must be one of {', '.join(_GUARANTEES)}, got {processing.guarantee!r}")
+    for name in ("batch_size", "batch_timeout_ms", "max_in_flight"):
+        if getattr(processing, name) < 1:
+            raise ConfigError(f"{source}: processing.{name} must be at least 1")
+    if not kafka.input_topics:
+        raise ConfigError(f"{source}: kafka.input_topics must name at least one topic")
+    return ClusterConfig(kafka=kafka, processing=processing, rules=rules, workers=workers)
+
+
+def _known(data: dict[str, Any], allowed: set[str], prefix: str, source: str) -> None:
+    unknown = sorted(set(map(str, data)) - allowed)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(allowed))})")
+
+
+def _section(cls: Any, raw: Any, name: str, source: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {name} must be a mapping")
+    spec = {f.name: f for f in fields(cls)}
+    _known(raw, set(spec), f"{name}.", source)
+    defaults = cls()
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        default = getattr(defaults, key)
+        where = f"{source}: {name}.{key}"
+        if isinstance(default, tuple):
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where} must be a list of strings")
+            value = tuple(value)
+        elif isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where} must be a mapping")
+        elif isinstance(default, bool) or not isinstance(value, type(default)) or isinstance(value, bool):
+            raise ConfigError(f"{where} must be a {type(default).__name__}, got {value!r}")
+        values[key] = value
+    return cls(**values)

@@ -1,0 +1,167 @@
+"""The Kafka edge of a worker: consume a batch, detect, produce, flush, then commit.
+
+The order is the at-least-once checkpoint: outputs are produced and acknowledged before the
+input offsets that produced them are committed, so a crash can repeat a batch but never lose
+one. Kafka clients are created here, inside the process that uses them: they cannot be pickled.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from cluster.config import ClusterConfig
+from cluster.detect import DetectionSettings, Detector, InputRecord
+from cluster.rulefiles import load_rules_from_paths
+from detectors.engine import SigmaEngine
+
+
+@dataclass(slots=True)
+class LoopMetrics:
+    worker: str
+    events_in: int = 0
+    detections_out: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    redelivered_batches: int = 0
+    last_batch_ms: float = 0.0
+    partitions: list[tuple[str, int]] = field(default_factory=list)
+    lag: dict[str, int] = field(default_factory=dict)
+    rule_hits: Counter[str] = field(default_factory=Counter)
+    ruleset_version: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "worker": self.worker,
+            "events_in": self.events_in,
+            "detections_out": self.detections_out,
+            "dead_letters": self.dead_letters,
+            "batches": self.batches,
+            "redelivered_batches": self.redelivered_batches,
+            "last_batch_ms": round(self.last_batch_ms, 2),
+            "partitions": [f"{t}[{p}]" for t, p in self.partitions],
+            "lag": dict(self.lag),
+            "top_rules": dict(self.rule_hits.most_common(10)),
+            "ruleset_version": self.ruleset_version,
+        }
+
+
+class PartitionLoop:
+    """Processes the partitions it is assigned until stopped (at least once)."""
+
+    def __init__(self, config: ClusterConfig, worker: str) -> None:
+        self.config = config
+        ruleset = load_rules_from_paths(config.rules.paths, config.rules.pipelines, config.rules.placeholders)
+        settings = DetectionSettings(config.kafka.detections_topic, config.kafka.dead_letter_topic)
+        self.detector = Detector(SigmaEngine(ruleset.rules), ruleset.version, settings)
+        self.metrics = LoopMetrics(worker, ruleset_version=ruleset.version)
+        common = {"bootstrap.servers": config.kafka.bootstrap_servers, **config.kafka.client}
+        self.consumer = Consumer(
+            {
+                **common,
+                "group.id": config.kafka.group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "client.id": f"sigmaray-{worker}",
+            }
+        )
+        self.producer = Producer({**common, "linger.ms": 5, "enable.idempotence": True, "client.id": f"sigmaray-{worker}"})
+        self._pending: list[tuple[str, int]] | None = None
+        self._lock = threading.Lock()
+        self._delivery_errors: list[str] = []
+
+    def assign(self, partitions: list[tuple[str, int]]) -> None:
+        """Takes effect between batches, so a batch never spans two assignments."""
+        with self._lock:
+            self._pending = list(partitions)
+
+    def _apply_assignment(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        self.consumer.assign([TopicPartition(t, p) for t, p in pending])
+        self.metrics.partitions = pending
+
+    def run(self, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                self.run_once()
+        finally:
+            self.producer.flush(10)
+            self.consumer.close()
+
+    def run_once(self) -> int:
+        """One batch: consume, detect, produce, flush, commit. Returns records consumed."""
+        self._apply_assignment()
+        if not self.metrics.partitions:
+            time.sleep(0.05)
+            return 0
+        processing = self.config.processing
+        messages = self.consumer.consume(processing.batch_size, processing.batch_timeout_ms / 1000)
+        records: list[InputRecord] = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    raise KafkaException(error)
+                continue
+            timestamp_type, timestamp = message.timestamp()
+            records.append(
+                InputRecord(message.topic(), message.partition(), message.offset(), message.value(), message.key(),
+                            timestamp if timestamp_type else None)
+            )
+        if not records:
+            return 0
+        started = time.perf_counter()
+        result = self.detector.process(records)
+        for output in result.outputs:
+            self._produce(output.topic, output.key, output.value, list(output.headers))
+        remaining = self.producer.flush(30)
+        if remaining or self._delivery_errors:
+            # Not acknowledged: rewind to the batch start so it is processed again.
+            self._rewind(records)
+            self._delivery_errors.clear()
+            self.metrics.redelivered_batches += 1
+            return 0
+        self._commit(records)
+        self.metrics.batches += 1
+        self.metrics.events_in += result.counts["events"] + result.counts["dead_letter"]
+        self.metrics.detections_out += result.counts["detections"]
+        self.metrics.dead_letters += result.counts["dead_letter"]
+        self.metrics.rule_hits.update(result.rule_hits)
+        self.metrics.last_batch_ms = (time.perf_counter() - started) * 1000
+        return len(records)
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, headers=headers or None, on_delivery=self._on_delivery)
+                break
+            except BufferError:  # the local queue is full: back-pressure until it drains
+                self.producer.poll(0.1)
+        self.producer.poll(0)
+
+    def _on_delivery(self, error: KafkaError | None, _message: Any) -> None:
+        if error is not None:
+            self._delivery_errors.append(str(error))
+
+    def _commit(self, records: list[InputRecord]) -> None:
+        last: dict[tuple[str, int], int] = {}
+        for record in records:
+            key = (record.topic, record.partition)
+            last[key] = max(last.get(key, -1), record.offset)
+        self.consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()], asynchronous=False)
+
+    def _rewind(self, records: list[InputRecord]) -> None:
+        first: dict[tuple[str, int], int] = {}
+        for record in records:
+            key = (record.topic, record.partition)
+            first[key] = min(first.get(key, record.offset), record.offset)
+        for (topic, partition), offset in first.items():
+            self.consumer.seek(TopicPartition(topic, partition, offset))
