@@ -1,0 +1,140 @@
+"""The cluster with a real broker and a real Ray: every event processed, detections as offline."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from cluster.files import read_events
+from cluster.rulefiles import load_rules_from_paths
+from detectors.engine import SigmaEngine
+from tests.conftest import OTRF, ROOT
+
+BOOTSTRAP = "127.0.0.1:9092"
+DATASETS = sorted((OTRF / "jsonl" / "credential_access").glob("*.jsonl"))[:4]
+
+
+@pytest.fixture(scope="module")
+def broker() -> str:
+    from cluster import kafka_dev
+
+    was_running = kafka_dev.status().running
+    kafka_dev.up()
+    yield BOOTSTRAP
+    if not was_running:
+        kafka_dev.down()
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Any:
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, namespace=f"test-{uuid.uuid4().hex[:6]}", logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+def _events() -> list[dict[str, Any]]:
+    events = []
+    for path in DATASETS:
+        for record in read_events(path):
+            assert record.event is not None
+            events.append(dict(record.event, sigmaray_test_id=f"{path.stem}:{record.line}"))
+    return events
+
+
+def _create_topics(admin: AdminClient, names: dict[str, int]) -> None:
+    futures = admin.create_topics([NewTopic(n, num_partitions=p, replication_factor=1) for n, p in names.items()])
+    for future in futures.values():
+        future.result(30)
+
+
+def _drain(topic: str, expected: int, timeout: float) -> list[dict[str, Any]]:
+    consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"reader-{uuid.uuid4()}",
+                         "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+    consumer.subscribe([topic])
+    out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is None or message.error():
+            if len(out) >= expected and time.monotonic() - quiet_since > 5:
+                break
+            continue
+        quiet_since = time.monotonic()
+        out.append(orjson.loads(message.value()))
+    consumer.close()
+    return out
+
+
+def _committed(group: str, topic: str, partitions: int) -> int:
+    consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": group})
+    offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+    consumer.close()
+    return sum(max(o.offset, 0) for o in offsets)
+
+
+def test_two_workers_on_three_partitions_process_every_event_and_match_offline_scan(
+    broker: str, ray_local: Any, tmp_path: Path
+) -> None:
+    from cluster.actors import Supervisor, config_to_dict
+    from cluster.config import config_from_dict
+
+    run = uuid.uuid4().hex[:8]
+    topics = {"in": f"events-{run}", "out": f"detections-{run}", "dlq": f"dead-{run}"}
+    admin = AdminClient({"bootstrap.servers": broker})
+    _create_topics(admin, {topics["in"]: 3, topics["out"]: 3, topics["dlq"]: 1})
+
+    events = _events()
+    producer = Producer({"bootstrap.servers": broker})
+    for event in events:
+        producer.produce(topics["in"], orjson.dumps(event), key=event["sigmaray_test_id"].encode())
+    producer.produce(topics["in"], b"{not json", key=b"bad")
+    assert producer.flush(30) == 0
+
+    config = config_from_dict({
+        "kafka": {"bootstrap_servers": broker, "input_topics": [topics["in"]], "detections_topic": topics["out"],
+                  "dead_letter_topic": topics["dlq"], "group_id": f"sigmaray-{run}"},
+        "rules": {"paths": [str(ROOT / "rules")]},
+        "workers": 2,
+    })
+    supervisor = Supervisor.remote(config_to_dict(config))
+    try:
+        workers = ray_local.get(supervisor.start.remote(), timeout=120)
+        assert len(workers) == 2
+        deadline = time.monotonic() + 180
+        while _committed(f"sigmaray-{run}", topics["in"], 3) < len(events) + 1 and time.monotonic() < deadline:
+            time.sleep(1)
+        status = ray_local.get(supervisor.status.remote(), timeout=30)
+    finally:
+        ray_local.get(supervisor.shutdown.remote(), timeout=120)
+
+    assert _committed(f"sigmaray-{run}", topics["in"], 3) == len(events) + 1
+    assert sum(row["events_in"] for row in status["workers"]) >= len(events) + 1
+    owned = [p for row in status["workers"] for p in row["partitions"]]
+    assert sorted(owned) == sorted(f"{topics['in']}[{p}]" for p in range(3))
+
+    ruleset = load_rules_from_paths([ROOT / "rules"])
+    engine = SigmaEngine(ruleset.rules)
+    offline = sorted((e["sigmaray_test_id"], m.id) for e in events for m in engine.match(e))
+    assert offline
+    detections = _drain(topics["out"], len(offline), timeout=60)
+    got = sorted((d["event"]["sigmaray_test_id"], d["rule"]["id"]) for d in detections)
+    assert got == offline
+    assert all(d["ruleset_version"] == ruleset.version for d in detections)
+
+    consumer = Consumer({"bootstrap.servers": broker, "group.id": f"dlq-{run}", "auto.offset.reset": "earliest"})
+    consumer.assign([TopicPartition(topics["dlq"], 0, 0)])
+    message = consumer.poll(20)
+    consumer.close()
+    assert message is not None and message.value() == b"{not json"
+    headers = dict(message.headers())
+    assert headers["source.topic"] == topics["in"].encode() and b"invalid JSON" in headers["error"]
