@@ -5,6 +5,7 @@ Only plain values cross actor boundaries (config dicts, partition lists, metrics
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import asdict
@@ -52,6 +53,9 @@ class PartitionWorker:
 
     def ping(self) -> dict[str, Any]:
         return {"alive": self.thread.is_alive(), "error": self.error}
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def metrics(self) -> dict[str, Any]:
         return self.loop.metrics.to_dict()
@@ -143,6 +147,9 @@ class Supervisor:
                             name=f"sigmaray-{new_name}", namespace=NAMESPACE
                         ).remote(self.config, new_name)
                     self._rebalance()
+
+    def worker_pids(self) -> dict[str, int]:
+        return {name: ray.get(worker.pid.remote(), timeout=30) for name, worker in sorted(self.workers.items())}
 
     def status(self) -> dict[str, Any]:
         rows = []

@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cluster import cli_bench, cli_rules, cli_run, cli_scan
+from cluster import cli_bench, cli_kafka, cli_rules, cli_run, cli_scan
 
 DESCRIPTION = """\
 sigmaray: Sigma detection and River anomaly scoring for security logs, on Ray and Kafka.
@@ -18,6 +18,8 @@ Start here:
   sigmaray rules check rules/                 load and compile rules, list what is rejected
   sigmaray scan --rules rules/ events.jsonl   match a JSON-lines or .evtx file, print matches
   sigmaray bench engine --rules R --events F  measure the engine (indexed vs plain)
+  sigmaray kafka up                           start a development Kafka broker on 127.0.0.1:9092
+  sigmaray run --config cluster.yaml          run the detection cluster on Ray
 """
 
 
@@ -33,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_scan.register(commands)
     cli_bench.register(commands)
     cli_run.register(commands)
+    cli_kafka.register(commands)
     return parser
 
 
