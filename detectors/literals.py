@@ -7,7 +7,6 @@ question, and `tests/test_index_equivalence.py` runs the engine over both.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import ahocorasick
 

@@ -3,6 +3,14 @@
 # pip's download cache (~/.cache/pip) is reused by later runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The development Kafka broker needs Java 17 and Maven (to fetch it from Maven Central).
+if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get update -q && apt-get install -y -q openjdk-17-jre-headless maven
+  else
+    echo "warning: java and mvn are needed for 'sigmaray kafka up' (install openjdk-17 and maven)" >&2
+  fi
+fi
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 if [ ! -x .venv/bin/python ]; then

@@ -25,11 +25,8 @@ DATASETS = sorted((OTRF / "jsonl" / "credential_access").glob("*.jsonl"))[:4]
 def broker() -> str:
     from cluster import kafka_dev
 
-    was_running = kafka_dev.status().running
-    kafka_dev.up()
-    yield BOOTSTRAP
-    if not was_running:
-        kafka_dev.down()
+    with kafka_dev.shared_broker():
+        yield BOOTSTRAP
 
 
 @pytest.fixture(scope="module")

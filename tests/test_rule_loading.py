@@ -12,7 +12,7 @@ from cluster.cli import main
 from cluster.rulefiles import load_rules_from_paths
 from detectors.evaluate import build_matcher
 from detectors.loader import Ruleset
-from tests.conftest import CORPUS_PLACEHOLDERS, RULE_DIRS, SIGMA
+from tests.conftest import RULE_DIRS, SIGMA
 from tests.ruletools import rule_yaml
 
 GOOD = rule_yaml("sel:\n    Image|endswith: '\\\\evil.exe'\ncondition: sel", rule_id="11111111-1111-4111-8111-111111111111")
