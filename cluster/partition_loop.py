@@ -1,8 +1,14 @@
 """The Kafka edge of a worker: consume a batch, detect, produce, flush, then commit.
 
-The order is the at-least-once checkpoint: outputs are produced and acknowledged before the
-input offsets that produced them are committed, so a crash can repeat a batch but never lose
-one. Kafka clients are created here, inside the process that uses them: they cannot be pickled.
+At least once (default): outputs are produced and acknowledged before the input offsets that
+produced them are committed, so a crash can repeat a batch but never lose one.
+
+Exactly once (`processing.guarantee: exactly_once`): one transactional producer per owned
+partition (transactional.id derived from group, topic and partition, so a replacement worker
+fences a dead one's open transaction); each partition's outputs and its input offsets commit
+in one transaction, and readers use read_committed.
+
+Kafka clients are created here, inside the process that uses them: they cannot be pickled.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from cluster.config import ClusterConfig
-from cluster.detect import DetectionSettings, Detector, InputRecord
+from cluster.detect import BatchResult, DetectionSettings, Detector, InputRecord
 from cluster.rulefiles import load_rules_from_paths
 from detectors.engine import SigmaEngine
 
@@ -67,10 +73,14 @@ class PartitionLoop:
                 "group.id": config.kafka.group_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
                 "client.id": f"sigmaray-{worker}",
             }
         )
+        self._common = common
+        self.exactly_once = config.processing.guarantee == "exactly_once"
         self.producer = Producer({**common, "linger.ms": 5, "enable.idempotence": True, "client.id": f"sigmaray-{worker}"})
+        self._transactional: dict[tuple[str, int], Producer] = {}
         self._pending: list[tuple[str, int]] | None = None
         self._lock = threading.Lock()
         self._delivery_errors: list[str] = []
@@ -85,8 +95,28 @@ class PartitionLoop:
             pending, self._pending = self._pending, None
         if pending is None:
             return
+        if self.exactly_once:
+            self._open_transactional(pending)
         self.consumer.assign([TopicPartition(t, p) for t, p in pending])
         self.metrics.partitions = pending
+
+    def _open_transactional(self, partitions: list[tuple[str, int]]) -> None:
+        """One transactional producer per owned partition; init fences the previous owner."""
+        for key in set(self._transactional) - set(partitions):
+            self._transactional.pop(key).flush(10)
+        for topic, partition in partitions:
+            if (topic, partition) in self._transactional:
+                continue
+            producer = Producer(
+                {
+                    **self._common,
+                    "transactional.id": f"sigmaray-{self.config.kafka.group_id}-{topic}-{partition}",
+                    "linger.ms": 5,
+                    "client.id": f"sigmaray-{self.metrics.worker}-{partition}",
+                }
+            )
+            producer.init_transactions(60)
+            self._transactional[(topic, partition)] = producer
 
     def run(self, stop: threading.Event) -> None:
         try:
@@ -94,6 +124,8 @@ class PartitionLoop:
                 self.run_once()
         finally:
             self.producer.flush(10)
+            for producer in self._transactional.values():
+                producer.flush(10)
             self.consumer.close()
 
     def run_once(self) -> int:
@@ -119,6 +151,8 @@ class PartitionLoop:
         if not records:
             return 0
         started = time.perf_counter()
+        if self.exactly_once:
+            return self._transactional_batch(records, started)
         result = self.detector.process(records)
         for output in result.outputs:
             self._produce(output.topic, output.key, output.value, list(output.headers))
@@ -130,12 +164,45 @@ class PartitionLoop:
             self.metrics.redelivered_batches += 1
             return 0
         self._commit(records)
+        self._count(result, started)
+        return len(records)
+
+    def _count(self, result: BatchResult, started: float) -> None:
         self.metrics.batches += 1
         self.metrics.events_in += result.counts["events"] + result.counts["dead_letter"]
         self.metrics.detections_out += result.counts["detections"]
         self.metrics.dead_letters += result.counts["dead_letter"]
         self.metrics.rule_hits.update(result.rule_hits)
         self.metrics.last_batch_ms = (time.perf_counter() - started) * 1000
+
+    def _transactional_batch(self, records: list[InputRecord], started: float) -> int:
+        by_partition: dict[tuple[str, int], list[InputRecord]] = {}
+        for record in records:
+            by_partition.setdefault((record.topic, record.partition), []).append(record)
+        for key, batch in by_partition.items():
+            producer = self._transactional[key]
+            result = self.detector.process(batch)
+            try:
+                producer.begin_transaction()
+                for output in result.outputs:
+                    while True:
+                        try:
+                            producer.produce(output.topic, value=output.value, key=output.key,
+                                             headers=list(output.headers) or None)
+                            break
+                        except BufferError:
+                            producer.poll(0.1)
+                offsets = [TopicPartition(key[0], key[1], batch[-1].offset + 1)]
+                producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
+                producer.commit_transaction(60)
+            except KafkaException as error:
+                if error.args and error.args[0].txn_requires_abort():
+                    producer.abort_transaction(30)
+                    self._rewind(batch)
+                    self.metrics.redelivered_batches += 1
+                    continue
+                raise  # fenced or fatal: the supervisor replaces this worker
+            self._count(result, started)
         return len(records)
 
     def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:

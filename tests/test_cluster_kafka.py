@@ -137,7 +137,8 @@ def test_two_workers_on_three_partitions_process_every_event_and_match_offline_s
     assert headers["source.topic"] == topics["in"].encode() and b"invalid JSON" in headers["error"]
 
 
-def test_kill_9_of_a_worker_midstream_loses_no_event_and_duplicates_are_counted(broker: str, ray_local: Any) -> None:
+def _kill_midstream(broker: str, ray_local: Any, guarantee: str) -> tuple[list[tuple[str, str]], set[tuple[str, str]], dict[str, Any]]:
+    """Runs 2 workers, kill -9s one after its first commit, returns (detections, offline, status)."""
     import os
     import signal
 
@@ -160,7 +161,7 @@ def test_kill_9_of_a_worker_midstream_loses_no_event_and_duplicates_are_counted(
     config = config_from_dict({
         "kafka": {"bootstrap_servers": broker, "input_topics": [topics["in"]], "detections_topic": topics["out"],
                   "dead_letter_topic": topics["dlq"], "group_id": group},
-        "processing": {"batch_size": 50},
+        "processing": {"batch_size": 50, "guarantee": guarantee},
         "rules": {"paths": [str(ROOT / "rules")]},
         "workers": 2,
     })
@@ -181,12 +182,22 @@ def test_kill_9_of_a_worker_midstream_loses_no_event_and_duplicates_are_counted(
     finally:
         ray_local.get(supervisor.shutdown.remote(), timeout=120)
 
-    assert status["restarts"] >= 1
     assert _committed(group, topics["in"], 3) == len(events)
     engine = SigmaEngine(load_rules_from_paths([ROOT / "rules"]).rules)
     offline = {(e["sigmaray_test_id"], m.id) for e in events for m in engine.match(e)}
     detections = _drain(topics["out"], len(offline), timeout=60)
     got = [(d["event"]["sigmaray_test_id"], d["rule"]["id"]) for d in detections]
-    assert set(got) == offline  # nothing missing (at least once)
-    duplicates = len(got) - len(set(got))
-    print(f"at-least-once after kill -9: {len(got)} detections, {duplicates} duplicates")
+    return got, offline, status
+
+
+def test_kill_9_of_a_worker_midstream_loses_no_event_at_least_once(broker: str, ray_local: Any) -> None:
+    got, offline, status = _kill_midstream(broker, ray_local, "at_least_once")
+    assert status["restarts"] >= 1
+    assert set(got) == offline
+    print(f"at least once after kill -9: {len(got)} detections, {len(got) - len(set(got))} duplicates")
+
+
+def test_kill_9_of_a_worker_midstream_loses_and_duplicates_nothing_exactly_once(broker: str, ray_local: Any) -> None:
+    got, offline, status = _kill_midstream(broker, ray_local, "exactly_once")
+    assert status["restarts"] >= 1
+    assert sorted(got) == sorted(offline)  # a read_committed reader sees each detection once
