@@ -11,6 +11,9 @@ from typing import Any
 import orjson
 
 from cluster.cli_common import add_rule_options, load_rules_from_args, run_guarded
+from cluster.config import load_config
+from cluster.live_rules import push, rule_documents
+from cluster.rulefiles import load_rules_from_paths
 
 
 def register(commands: Any) -> None:
@@ -26,6 +29,53 @@ def register(commands: Any) -> None:
     add_rule_options(check, flag=None)
     check.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     check.set_defaults(run=lambda args: run_guarded(_check, args))
+
+    push = sub.add_parser(
+        "push",
+        help="publish rules to the live rules topic (running workers pick them up between batches)",
+        description="Publishes each rule document keyed by its id to a compacted topic. Rules are "
+        "checked first: nothing is published when any of them is rejected.",
+    )
+    push.add_argument("paths", nargs="+", metavar="PATH", help="rule files or folders")
+    _topic_options(push)
+    push.set_defaults(run=lambda args: run_guarded(_push, args))
+
+    delete = sub.add_parser("delete", help="remove rules from the live rules topic (tombstones)")
+    delete.add_argument("ids", nargs="+", metavar="ID", help="rule ids")
+    _topic_options(delete)
+    delete.set_defaults(run=lambda args: run_guarded(_delete, args))
+
+
+def _topic_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="cluster YAML: its kafka and rules.topic settings")
+    parser.add_argument("--topic", help="rules topic (default: rules.topic of the config, else sigmaray.rules)")
+    parser.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (default: from the config)")
+
+
+def _target(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
+    config = load_config(args.config)
+    topic = args.topic or config.rules.topic or "sigmaray.rules"
+    return args.bootstrap_servers or config.kafka.bootstrap_servers, topic, dict(config.kafka.client)
+
+
+def _push(args: argparse.Namespace) -> int:
+    ruleset = load_rules_from_paths(args.paths)
+    if ruleset.rejections:
+        for rejection in ruleset.rejections:
+            print(f"REJECTED {rejection.path}: {rejection.reason}", file=sys.stderr)
+        print("sigmaray: nothing pushed; fix the rejected rules first", file=sys.stderr)
+        return 1
+    bootstrap, topic, client = _target(args)
+    count = push(bootstrap, topic, rule_documents(args.paths), client)
+    print(f"pushed {count} rules to {topic} (ruleset of these files: {ruleset.version})")
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    bootstrap, topic, client = _target(args)
+    count = push(bootstrap, topic, [(rule_id, None) for rule_id in args.ids], client)
+    print(f"deleted {count} rules from {topic}")
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:

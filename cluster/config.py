@@ -17,6 +17,7 @@
       paths: [rules/]
       pipelines: []
       placeholders: {}
+      topic: ""                             # e.g. sigmaray.rules: live rules from `sigmaray rules push`
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class RulesConfig:
     paths: tuple[str, ...] = ("rules",)
     pipelines: tuple[str, ...] = ()
     placeholders: dict[str, list[str]] = field(default_factory=dict)
+    topic: str = ""  # compacted rules topic for live rules (sigmaray rules push); "" = files only
 
 
 @dataclass(frozen=True, slots=True)

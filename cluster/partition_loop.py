@@ -22,6 +22,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from cluster.config import ClusterConfig
+from cluster.live_rules import LiveRules
 from cluster.detect import BatchResult, DetectionSettings, Detector, InputRecord
 from cluster.rulefiles import load_rules_from_paths
 from detectors.engine import SigmaEngine
@@ -62,9 +63,17 @@ class PartitionLoop:
 
     def __init__(self, config: ClusterConfig, worker: str) -> None:
         self.config = config
-        ruleset = load_rules_from_paths(config.rules.paths, config.rules.pipelines, config.rules.placeholders)
         settings = DetectionSettings(config.kafka.detections_topic, config.kafka.dead_letter_topic)
-        self.detector = Detector(SigmaEngine(ruleset.rules), ruleset.version, settings)
+        self.live: LiveRules | None = None
+        if config.rules.topic:
+            self.live = LiveRules(config.kafka.bootstrap_servers, config.rules.topic, config.rules.paths,
+                                  config.rules.pipelines, config.rules.placeholders, config.kafka.client)
+            self.live.catch_up()
+            engine, ruleset = self.live.build()
+        else:
+            ruleset = load_rules_from_paths(config.rules.paths, config.rules.pipelines, config.rules.placeholders)
+            engine = SigmaEngine(ruleset.rules)
+        self.detector = Detector(engine, ruleset.version, settings)
         self.metrics = LoopMetrics(worker, ruleset_version=ruleset.version)
         common = {"bootstrap.servers": config.kafka.bootstrap_servers, **config.kafka.client}
         self.consumer = Consumer(
@@ -127,10 +136,13 @@ class PartitionLoop:
             for producer in self._transactional.values():
                 producer.flush(10)
             self.consumer.close()
+            if self.live is not None:
+                self.live.close()
 
     def run_once(self) -> int:
         """One batch: consume, detect, produce, flush, commit. Returns records consumed."""
         self._apply_assignment()
+        self._swap_rules()
         if not self.metrics.partitions:
             time.sleep(0.05)
             return 0
@@ -166,6 +178,18 @@ class PartitionLoop:
         self._commit(records)
         self._count(result, started)
         return len(records)
+
+    def _swap_rules(self) -> None:
+        """Between batches: pick up rule changes, install a ruleset compiled in the background."""
+        if self.live is None:
+            return
+        self.live.poll()
+        self.live.rebuild_in_background()
+        ready = self.live.take_ready()
+        if ready is not None:
+            engine, ruleset = ready
+            self.detector.swap(engine, ruleset.version)
+            self.metrics.ruleset_version = ruleset.version
 
     def _count(self, result: BatchResult, started: float) -> None:
         self.metrics.batches += 1

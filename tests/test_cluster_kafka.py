@@ -201,3 +201,78 @@ def test_kill_9_of_a_worker_midstream_loses_and_duplicates_nothing_exactly_once(
     got, offline, status = _kill_midstream(broker, ray_local, "exactly_once")
     assert status["restarts"] >= 1
     assert sorted(got) == sorted(offline)  # a read_committed reader sees each detection once
+
+
+def test_a_rule_pushed_live_starts_matching_without_restart_and_a_deleted_rule_stops(
+    broker: str, ray_local: Any, tmp_path: Path
+) -> None:
+    from cluster.actors import Supervisor, config_to_dict
+    from cluster.config import config_from_dict
+    from cluster.live_rules import push, rule_documents
+
+    rule_path = ROOT / "rules" / "windows" / "process_access" / "proc_access_win_lsass_full_access.yml"
+    ((rule_id, rule_text),) = rule_documents([rule_path])
+    dataset = OTRF / "jsonl" / "credential_access" / "cmd_lsass_memory_dumpert_syscalls.jsonl"
+    events = [r.event for r in read_events(dataset) if r.event is not None]
+    run = uuid.uuid4().hex[:8]
+    topics = {"in": f"events-{run}", "out": f"detections-{run}", "dlq": f"dead-{run}", "rules": f"rules-{run}"}
+    _create_topics(AdminClient({"bootstrap.servers": broker}), {topics["in"]: 3, topics["out"]: 1, topics["dlq"]: 1})
+    empty = tmp_path / "no-file-rules"
+    empty.mkdir()
+    config = config_from_dict({
+        "kafka": {"bootstrap_servers": broker, "input_topics": [topics["in"]], "detections_topic": topics["out"],
+                  "dead_letter_topic": topics["dlq"], "group_id": f"sigmaray-{run}"},
+        "rules": {"paths": [str(empty)], "topic": topics["rules"]},
+        "workers": 2,
+    })
+    producer = Producer({"bootstrap.servers": broker})
+
+    def send(phase: str) -> None:
+        for i, event in enumerate(events):
+            producer.produce(topics["in"], orjson.dumps(dict(event, sigmaray_test_id=f"{phase}:{i}")))
+        assert producer.flush(30) == 0
+
+    def versions(supervisor: Any) -> set[str]:
+        return {row["ruleset_version"] for row in ray_local.get(supervisor.status.remote(), timeout=30)["workers"]}
+
+    def wait_for_new_version(supervisor: Any, old: set[str]) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < 60:
+            now = versions(supervisor)
+            if len(now) == 1 and not now & old:
+                return time.monotonic() - started
+            time.sleep(0.2)
+        raise AssertionError(f"workers still on {versions(supervisor)}")
+
+    def processed(count: int) -> None:
+        deadline = time.monotonic() + 120
+        while _committed(f"sigmaray-{run}", topics["in"], 3) < count and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _committed(f"sigmaray-{run}", topics["in"], 3) == count
+
+    supervisor = Supervisor.remote(config_to_dict(config))
+    try:
+        ray_local.get(supervisor.start.remote(), timeout=120)
+        send("before")
+        processed(len(events))
+        empty_version = versions(supervisor)
+        push(broker, topics["rules"], [(rule_id, rule_text)])
+        took = wait_for_new_version(supervisor, empty_version)
+        print(f"pushed rule live in all workers after {took:.1f}s")
+        assert took < 30
+        send("pushed")
+        processed(2 * len(events))
+        with_rule = versions(supervisor)
+        push(broker, topics["rules"], [(rule_id, None)])
+        wait_for_new_version(supervisor, with_rule)
+        send("deleted")
+        processed(3 * len(events))
+    finally:
+        ray_local.get(supervisor.shutdown.remote(), timeout=120)
+
+    detections = _drain(topics["out"], 2, timeout=30)
+    phases = sorted({d["event"]["sigmaray_test_id"].split(":")[0] for d in detections})
+    assert {d["rule"]["id"] for d in detections} == {rule_id}
+    assert phases == ["pushed"]  # nothing before the push, nothing after the delete
+    assert len(detections) == 2  # the two Dumpert LSASS accesses
+    assert {d["ruleset_version"] for d in detections} == with_rule
