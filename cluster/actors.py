@@ -74,6 +74,7 @@ class Supervisor:
         self.workers: dict[str, Any] = {}
         self.generation = 0
         self.restarts = 0
+        self.last_error: str | None = None
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
         self.monitor = threading.Thread(target=self._watch, daemon=True)
@@ -122,30 +123,36 @@ class Supervisor:
 
     def _watch(self) -> None:
         while not self.stop_event.wait(2.0):
-            dead = []
-            for name, worker in list(self.workers.items()):
-                try:
-                    state = ray.get(worker.ping.remote(), timeout=10)
-                    if not state["alive"]:
-                        dead.append(name)
-                except Exception:
+            try:
+                self._replace_dead()
+            except Exception as error:  # e.g. the broker is down during a rebalance: try again
+                self.last_error = f"{type(error).__name__}: {error}"
+
+    def _replace_dead(self) -> None:
+        dead = []
+        for name, worker in list(self.workers.items()):
+            try:
+                if not ray.get(worker.ping.remote(), timeout=10)["alive"]:
                     dead.append(name)
-            if dead:
-                with self.lock:
-                    for name in dead:
-                        worker = self.workers.pop(name, None)
-                        if worker is not None:
-                            try:
-                                ray.kill(worker)
-                            except Exception:
-                                pass
-                        self.restarts += 1
-                        self.generation += 1
-                        new_name = f"worker-{self.generation}"
-                        self.workers[new_name] = PartitionWorker.options(
-                            name=f"sigmaray-{new_name}", namespace=NAMESPACE
-                        ).remote(self.config, new_name)
-                    self._rebalance()
+            except Exception:  # the actor process is gone (killed, crashed, node lost)
+                dead.append(name)
+        if not dead:
+            return
+        with self.lock:
+            for name in dead:
+                worker = self.workers.pop(name, None)
+                if worker is not None:
+                    try:
+                        ray.kill(worker)
+                    except Exception:
+                        pass  # already gone
+                self.restarts += 1
+                self.generation += 1
+                new_name = f"worker-{self.generation}"
+                self.workers[new_name] = PartitionWorker.options(
+                    name=f"sigmaray-{new_name}", namespace=NAMESPACE
+                ).remote(self.config, new_name)
+            self._rebalance()
 
     def worker_pids(self) -> dict[str, int]:
         return {name: ray.get(worker.pid.remote(), timeout=30) for name, worker in sorted(self.workers.items())}
@@ -157,7 +164,7 @@ class Supervisor:
                 rows.append(ray.get(worker.metrics.remote(), timeout=10))
             except Exception as error:
                 rows.append({"worker": name, "error": str(error)})
-        return {"workers": rows, "restarts": self.restarts}
+        return {"workers": rows, "restarts": self.restarts, "last_error": self.last_error}
 
     def shutdown(self) -> None:
         self.stop_event.set()

@@ -36,6 +36,7 @@ class LoopMetrics:
     dead_letters: int = 0
     batches: int = 0
     redelivered_batches: int = 0
+    transient_errors: int = 0
     last_batch_ms: float = 0.0
     partitions: list[tuple[str, int]] = field(default_factory=list)
     lag: dict[str, int] = field(default_factory=dict)
@@ -50,6 +51,7 @@ class LoopMetrics:
             "dead_letters": self.dead_letters,
             "batches": self.batches,
             "redelivered_batches": self.redelivered_batches,
+            "transient_errors": self.transient_errors,
             "last_batch_ms": round(self.last_batch_ms, 2),
             "partitions": [f"{t}[{p}]" for t, p in self.partitions],
             "lag": dict(self.lag),
@@ -152,8 +154,12 @@ class PartitionLoop:
         for message in messages:
             error = message.error()
             if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if error.fatal():
                     raise KafkaException(error)
+                # Broker down, leader moving...: librdkafka reconnects by itself; keep polling.
+                self.metrics.transient_errors += 1
                 continue
             timestamp_type, timestamp = message.timestamp()
             records.append(
@@ -175,7 +181,17 @@ class PartitionLoop:
             self._delivery_errors.clear()
             self.metrics.redelivered_batches += 1
             return 0
-        self._commit(records)
+        try:
+            self._commit(records)
+        except KafkaException as error:
+            if error.args and error.args[0].fatal():
+                raise
+            # Outputs are delivered but the offsets are not: process again (at least once).
+            self._rewind(records)
+            self.metrics.redelivered_batches += 1
+            self.metrics.transient_errors += 1
+            time.sleep(0.5)
+            return 0
         self._count(result, started)
         return len(records)
 
@@ -220,10 +236,16 @@ class PartitionLoop:
                 producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
                 producer.commit_transaction(60)
             except KafkaException as error:
-                if error.args and error.args[0].txn_requires_abort():
-                    producer.abort_transaction(30)
+                kafka_error = error.args[0] if error.args else None
+                if kafka_error is not None and (kafka_error.txn_requires_abort() or kafka_error.retriable()):
+                    try:
+                        producer.abort_transaction(30)
+                    except KafkaException:
+                        pass  # the next begin_transaction fails the same way and we come back here
                     self._rewind(batch)
                     self.metrics.redelivered_batches += 1
+                    self.metrics.transient_errors += 1
+                    time.sleep(0.5)
                     continue
                 raise  # fenced or fatal: the supervisor replaces this worker
             self._count(result, started)

@@ -276,3 +276,77 @@ def test_a_rule_pushed_live_starts_matching_without_restart_and_a_deleted_rule_s
     assert phases == ["pushed"]  # nothing before the push, nothing after the delete
     assert len(detections) == 2  # the two Dumpert LSASS accesses
     assert {d["ruleset_version"] for d in detections} == with_rule
+
+
+def test_broker_stopped_and_restarted_midstream_the_cluster_resumes_and_loses_nothing(
+    ray_local: Any, tmp_path: Path
+) -> None:
+    from cluster import kafka_dev
+    from cluster.actors import Supervisor, config_to_dict
+    from cluster.config import config_from_dict
+
+    # A broker of its own (another port and data folder): other tests share the default one.
+    port, data = 19092, tmp_path / "broker"
+    bootstrap = f"127.0.0.1:{port}"
+    kafka_dev.up(data_dir=data, port=port)
+    try:
+        run = uuid.uuid4().hex[:8]
+        topics = {"in": f"events-{run}", "out": f"detections-{run}", "dlq": f"dead-{run}"}
+        _create_topics(AdminClient({"bootstrap.servers": bootstrap}), {topics["in"]: 3, topics["out"]: 1, topics["dlq"]: 1})
+        events = _events()
+        half = len(events) // 2
+        group = f"sigmaray-{run}"
+
+        def committed() -> int:
+            consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+            offsets = consumer.committed([TopicPartition(topics["in"], p) for p in range(3)], timeout=10)
+            consumer.close()
+            return sum(max(o.offset, 0) for o in offsets)
+
+        def produce(batch: list[dict[str, Any]]) -> None:
+            producer = Producer({"bootstrap.servers": bootstrap})
+            for event in batch:
+                producer.produce(topics["in"], orjson.dumps(event))
+            assert producer.flush(60) == 0
+
+        config = config_from_dict({
+            "kafka": {"bootstrap_servers": bootstrap, "input_topics": [topics["in"]], "detections_topic": topics["out"],
+                      "dead_letter_topic": topics["dlq"], "group_id": group},
+            "processing": {"batch_size": 100},
+            "rules": {"paths": [str(ROOT / "rules")]},
+            "workers": 2,
+        })
+        supervisor = Supervisor.remote(config_to_dict(config))
+        try:
+            ray_local.get(supervisor.start.remote(), timeout=120)
+            produce(events[:half])
+            deadline = time.monotonic() + 120
+            while committed() < half and time.monotonic() < deadline:
+                time.sleep(0.5)
+            kafka_dev.down(data_dir=data)
+            time.sleep(5)  # workers poll a dead broker meanwhile
+            kafka_dev.up(data_dir=data, port=port)
+            produce(events[half:])
+            deadline = time.monotonic() + 180
+            while committed() < len(events) and time.monotonic() < deadline:
+                time.sleep(1)
+            status = ray_local.get(supervisor.status.remote(), timeout=30)
+        finally:
+            ray_local.get(supervisor.shutdown.remote(), timeout=120)
+        assert committed() == len(events), status
+        engine = SigmaEngine(load_rules_from_paths([ROOT / "rules"]).rules)
+        offline = {(e["sigmaray_test_id"], m.id) for e in events for m in engine.match(e)}
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{run}", "auto.offset.reset": "earliest"})
+        consumer.assign([TopicPartition(topics["out"], 0, 0)])
+        got: list[tuple[str, str]] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and set(got) != offline:
+            message = consumer.poll(1)
+            if message is not None and not message.error():
+                detection = orjson.loads(message.value())
+                got.append((detection["event"]["sigmaray_test_id"], detection["rule"]["id"]))
+        consumer.close()
+        assert set(got) == offline
+        print(f"broker restart: {len(got)} detections, {len(got) - len(set(got))} duplicates, status {status}")
+    finally:
+        kafka_dev.down(data_dir=data)
