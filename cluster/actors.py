@@ -40,6 +40,42 @@ class PartitionWorker:
         self.thread = threading.Thread(target=self._run, name=f"loop-{worker}", daemon=True)
         self.error: str | None = None
         self.thread.start()
+        self.exporter = threading.Thread(target=self._export, name=f"metrics-{worker}", daemon=True)
+        self.exporter.start()
+
+    def _export(self) -> None:
+        """Publishes the loop's counters through Ray's Prometheus metrics endpoint."""
+        from ray.util.metrics import Counter, Gauge
+
+        tags = ("worker",)
+        counters = {
+            name: Counter(f"sigmaray_{name}_total", description=text, tag_keys=tags)
+            for name, text in (
+                ("events_in", "records consumed"),
+                ("detections_out", "detections produced"),
+                ("dead_letters", "records sent to the dead-letter topic"),
+                ("redelivered_batches", "batches processed again after a failed delivery or commit"),
+            )
+        }
+        batch_ms = Gauge("sigmaray_batch_latency_ms", description="last batch processing time", tag_keys=tags)
+        lag = Gauge("sigmaray_consumer_lag", description="records behind the high watermark", tag_keys=tags)
+        rule_hits = Counter("sigmaray_rule_hits_total", description="detections per rule", tag_keys=("worker", "rule"))
+        sent: dict[str, int] = {}
+        sent_hits: dict[str, int] = {}
+        worker = self.loop.metrics.worker
+        while not self.stop_event.wait(2.0):
+            metrics = self.loop.metrics
+            for name, counter in counters.items():
+                value = getattr(metrics, name)
+                if value > sent.get(name, 0):
+                    counter.inc(value - sent.get(name, 0), tags={"worker": worker})
+                    sent[name] = value
+            for rule, value in list(metrics.rule_hits.items()):
+                if value > sent_hits.get(rule, 0):
+                    rule_hits.inc(value - sent_hits.get(rule, 0), tags={"worker": worker, "rule": rule})
+                    sent_hits[rule] = value
+            batch_ms.set(metrics.last_batch_ms, tags={"worker": worker})
+            lag.set(sum(metrics.lag.values()), tags={"worker": worker})
 
     def _run(self) -> None:
         try:

@@ -88,13 +88,13 @@ def _scale(args: argparse.Namespace) -> int:
 
 
 def _print_table(status: dict[str, Any]) -> None:
-    print(f"{'worker':<12} {'events in':>10} {'detections':>10} {'dead':>6} {'batch ms':>9}  partitions")
+    print(f"{'worker':<12} {'events in':>10} {'detections':>10} {'dead':>6} {'lag':>8} {'batch ms':>9}  partitions")
     for row in status["workers"]:
         if "error" in row:
             print(f"{row['worker']:<12} error: {row['error']}")
             continue
         print(
             f"{row['worker']:<12} {row['events_in']:>10} {row['detections_out']:>10} {row['dead_letters']:>6} "
-            f"{row['last_batch_ms']:>9}  {', '.join(row['partitions'])}"
+            f"{sum(row['lag'].values()):>8} {row['last_batch_ms']:>9}  {', '.join(row['partitions'])}"
         )
     print(f"restarts: {status['restarts']}")

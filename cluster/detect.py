@@ -112,7 +112,8 @@ class Detector:
                 "entity": entity,
                 "event_time": event_time,
                 "scores": scores,
-                "source": {"topic": record.topic, "partition": record.partition, "offset": record.offset},
+                "source": {"topic": record.topic, "partition": record.partition, "offset": record.offset,
+                           "timestamp_ms": record.timestamp_ms},
                 "event": event,
             }
             result.outputs.append(

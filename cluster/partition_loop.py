@@ -130,9 +130,13 @@ class PartitionLoop:
             self._transactional[(topic, partition)] = producer
 
     def run(self, stop: threading.Event) -> None:
+        next_lag = 0.0
         try:
             while not stop.is_set():
                 self.run_once()
+                if time.monotonic() >= next_lag:
+                    self.update_lag()
+                    next_lag = time.monotonic() + 5
         finally:
             self.producer.flush(10)
             for producer in self._transactional.values():
@@ -194,6 +198,18 @@ class PartitionLoop:
             return 0
         self._count(result, started)
         return len(records)
+
+    def update_lag(self) -> None:
+        """Consumer lag per owned partition (high watermark minus position), for status and metrics."""
+        lag: dict[str, int] = {}
+        try:
+            positions = self.consumer.position([TopicPartition(t, p) for t, p in self.metrics.partitions])
+            for tp in positions:
+                _low, high = self.consumer.get_watermark_offsets(tp, timeout=2, cached=False)
+                lag[f"{tp.topic}[{tp.partition}]"] = max(high - tp.offset, 0) if tp.offset >= 0 else high
+        except KafkaException:
+            return  # broker unreachable: keep the last known lag
+        self.metrics.lag = lag
 
     def _swap_rules(self) -> None:
         """Between batches: pick up rule changes, install a ruleset compiled in the background."""
