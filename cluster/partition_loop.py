@@ -37,6 +37,7 @@ class LoopMetrics:
     batches: int = 0
     redelivered_batches: int = 0
     transient_errors: int = 0
+    pauses: int = 0
     last_batch_ms: float = 0.0
     partitions: list[tuple[str, int]] = field(default_factory=list)
     lag: dict[str, int] = field(default_factory=dict)
@@ -52,6 +53,7 @@ class LoopMetrics:
             "batches": self.batches,
             "redelivered_batches": self.redelivered_batches,
             "transient_errors": self.transient_errors,
+            "pauses": self.pauses,
             "last_batch_ms": round(self.last_batch_ms, 2),
             "partitions": [f"{t}[{p}]" for t, p in self.partitions],
             "lag": dict(self.lag),
@@ -85,12 +87,18 @@ class PartitionLoop:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
+                "queued.max.messages.kbytes": 16384,
                 "client.id": f"sigmaray-{worker}",
             }
         )
         self._common = common
         self.exactly_once = config.processing.guarantee == "exactly_once"
-        self.producer = Producer({**common, "linger.ms": 5, "enable.idempotence": True, "client.id": f"sigmaray-{worker}"})
+        # Memory stays bounded: at most max_in_flight unacknowledged outputs in the producer, and
+        # a capped prefetch queue in the consumer; _produce pauses fetching while outputs back up.
+        bounded = {"queue.buffering.max.messages": config.processing.max_in_flight, "queue.buffering.max.kbytes": 65536}
+        self.producer = Producer(
+            {**common, **bounded, "linger.ms": 5, "enable.idempotence": True, "client.id": f"sigmaray-{worker}"}
+        )
         self._transactional: dict[tuple[str, int], Producer] = {}
         self._pending: list[tuple[str, int]] | None = None
         self._lock = threading.Lock()
@@ -268,12 +276,19 @@ class PartitionLoop:
         return len(records)
 
     def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        paused = False
         while True:
             try:
                 self.producer.produce(topic, value=value, key=key, headers=headers or None, on_delivery=self._on_delivery)
                 break
-            except BufferError:  # the local queue is full: back-pressure until it drains
+            except BufferError:  # max_in_flight outputs unacknowledged: stop fetching until they drain
+                if not paused:
+                    self.consumer.pause(self.consumer.assignment())
+                    self.metrics.pauses += 1
+                    paused = True
                 self.producer.poll(0.1)
+        if paused:
+            self.consumer.resume(self.consumer.assignment())
         self.producer.poll(0)
 
     def _on_delivery(self, error: KafkaError | None, _message: Any) -> None:

@@ -68,3 +68,54 @@ def test_config_defaults_and_errors_name_the_key() -> None:
     ]:
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             config_from_dict(bad)
+
+
+def test_a_worker_with_a_tiny_output_buffer_pauses_fetching_and_still_delivers_everything() -> None:
+    """Back-pressure with a real broker: max_in_flight=5 forces the pause path on every batch."""
+    import time
+    import uuid
+
+    from confluent_kafka import Consumer as KafkaConsumer
+    from confluent_kafka import Producer as KafkaProducer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from cluster import kafka_dev
+    from cluster.partition_loop import PartitionLoop
+
+    with kafka_dev.shared_broker():
+        run = uuid.uuid4().hex[:8]
+        bootstrap = "127.0.0.1:9092"
+        admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive its futures
+        for future in admin.create_topics(
+            [NewTopic(f"in-{run}", 1, 1), NewTopic(f"out-{run}", 1, 1), NewTopic(f"dlq-{run}", 1, 1)]
+        ).values():
+            future.result(30)
+        producer = KafkaProducer({"bootstrap.servers": bootstrap})
+        for i in range(300):  # every record is undecodable, so every one is an output
+            producer.produce(f"in-{run}", f"not json {i}".encode())
+        assert producer.flush(30) == 0
+        config = config_from_dict({
+            "kafka": {"bootstrap_servers": bootstrap, "input_topics": [f"in-{run}"], "detections_topic": f"out-{run}",
+                      "dead_letter_topic": f"dlq-{run}", "group_id": f"g-{run}"},
+            "processing": {"max_in_flight": 5, "batch_size": 100},
+            "rules": {"paths": [str(ROOT / "rules")]},
+        })
+        loop = PartitionLoop(config, "w")
+        loop.assign([(f"in-{run}", 0)])
+        deadline = time.monotonic() + 60
+        while loop.metrics.events_in < 300 and time.monotonic() < deadline:
+            loop.run_once()
+        loop.producer.flush(10)
+        loop.consumer.close()
+        assert loop.metrics.events_in == loop.metrics.dead_letters == 300
+        assert loop.metrics.pauses > 0
+        reader = KafkaConsumer({"bootstrap.servers": bootstrap, "group.id": f"r-{run}", "auto.offset.reset": "earliest"})
+        reader.subscribe([f"dlq-{run}"])
+        seen = 0
+        deadline = time.monotonic() + 30
+        while seen < 300 and time.monotonic() < deadline:
+            message = reader.poll(0.5)
+            if message is not None and not message.error():
+                seen += 1
+        reader.close()
+        assert seen == 300
