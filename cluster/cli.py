@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cluster import cli_bench, cli_kafka, cli_rules, cli_run, cli_scan
+from cluster import cli_bench, cli_kafka, cli_replay, cli_rules, cli_run, cli_scan
 
 DESCRIPTION = """\
 sigmaray: Sigma detection and River anomaly scoring for security logs, on Ray and Kafka.
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_bench.register(commands)
     cli_run.register(commands)
     cli_kafka.register(commands)
+    cli_replay.register(commands)
     return parser
 
 

@@ -27,6 +27,8 @@ class InputRecord:
     value: bytes | None
     key: bytes | None = None
     timestamp_ms: int | None = None
+    event: dict[str, Any] | None = None  # already decoded (file sources); value is then unused
+    error: str | None = None  # why a source could not decode it (goes to the dead letters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +95,12 @@ class Detector:
         return result
 
     def _one(self, record: InputRecord, result: BatchResult) -> None:
-        event, error = decode(record.value)
+        if record.event is not None:
+            event, error = record.event, None
+        elif record.error is not None:
+            event, error = None, record.error
+        else:
+            event, error = decode(record.value)
         if event is None:
             result.counts["dead_letter"] += 1
             result.outputs.append(self._dead_letter(record, error or "undecodable"))

@@ -141,12 +141,11 @@ def load_ruleset(
 
 
 def ruleset_version(sources: Sequence[RuleSource]) -> str:
-    """A content hash: the same rules give the same version on every worker."""
+    """A hash of the rule texts only: the same rules give the same version on every worker,
+    wherever the files sit."""
     digest = hashlib.sha256()
-    for source in sorted(sources, key=lambda s: (s.path, s.text)):
-        digest.update(source.path.encode("utf-8", "replace"))
-        digest.update(b"\0")
-        digest.update(source.text.encode("utf-8", "replace"))
+    for text in sorted(source.text for source in sources):
+        digest.update(text.encode("utf-8", "replace"))
         digest.update(b"\0")
     return digest.hexdigest()[:16]
 

@@ -72,3 +72,20 @@ def test_bench_engine_json_reports_both_modes_with_identical_matches() -> None:
     assert {"rules", "events", "events_per_s", "baseline_events_per_s", "matches", "baseline_matches"} <= set(report)
     assert report["events"] > 1000 and report["rules"] > 10
     assert report["matches"] == report["baseline_matches"] > 0
+
+
+def test_replay_runs_files_through_the_worker_code_and_matches_scan(tmp_path: Path) -> None:
+    dataset = OTRF / "jsonl" / "credential_access" / "cmd_lsass_memory_dumpert_syscalls.jsonl"
+    truncated = tmp_path / "cut.jsonl"
+    truncated.write_bytes(dataset.read_bytes()[:-40] + b"\n\xff\xfe garbage\n")
+    rules = str(ROOT / "rules")
+    replay = sigmaray("replay", "--rules", rules, str(dataset), str(truncated))
+    scan = sigmaray("scan", "--rules", rules, str(dataset), str(truncated))
+    assert replay.returncode == 0 and scan.returncode == 0, replay.stderr + scan.stderr
+    replayed = [json.loads(line) for line in replay.stdout.splitlines()]
+    scanned = [json.loads(line) for line in scan.stdout.splitlines()]
+    assert replayed and [(d["source"]["topic"], d["source"]["offset"], d["rule"]["id"]) for d in replayed] == [
+        (m["source"]["file"], m["source"]["line"], m["rule"]["id"]) for m in scanned
+    ]
+    assert "2 dead letters" in replay.stderr  # the cut last line and the garbage line
+    assert "cut.jsonl" in replay.stderr
