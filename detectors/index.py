@@ -23,7 +23,7 @@ from detectors.values import equality_key, field_getter, iter_all_strings, iter_
 _EMPTY: frozenset[int] = frozenset()
 _CACHE_LIMIT = 65536
 TOKEN_SLOTS = 4  # covers per rule; tokens shift by 2 bits
-_CONTAINERS = (dict, list, tuple)
+_SCALAR_TYPES = frozenset((str, int, float, bool, type(None)))
 _CLEAN_LIMIT = 262144
 
 
@@ -155,18 +155,6 @@ def _value_hits(index: _FieldIndex, value: Any, found: set[int]) -> None:
         found |= index.hits(value)
 
 
-def _all_strings(event: Mapping[str, Any]) -> list[str]:
-    """Every string value of the event, nested lists and objects included."""
-    values = event.values()
-    strings = [value for value in values if value.__class__ is str]
-    if len(strings) != len(event):
-        others = [value for value in values if value.__class__ is not str]
-        nested = [value for value in others if value.__class__ in _CONTAINERS]
-        if nested:
-            strings.extend(iter_all_strings({"": nested}))
-    return strings
-
-
 class _KeywordIndex:
     """Keyword triggers: literals searched in every string value of an event.
 
@@ -182,7 +170,11 @@ class _KeywordIndex:
 
     def add_tokens(self, event: Mapping[str, Any], found: set[int]) -> None:
         clean = self.clean
-        fresh = [text for text in _all_strings(event) if text not in clean]
+        values = event.values()
+        fresh = [v for v in values if v.__class__ is str and v not in clean]
+        if not _SCALAR_TYPES.issuperset(map(type, values)):  # strings inside lists and objects
+            nested = [v for v in values if v.__class__ not in _SCALAR_TYPES]
+            fresh.extend(text for text in iter_all_strings({"": nested}) if text not in clean)
         if not fresh:
             return
         search = self.index.search
