@@ -9,12 +9,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cluster import cli_bench, cli_kafka, cli_replay, cli_rules, cli_run, cli_scan
+from cluster import cli_bench, cli_demo, cli_kafka, cli_replay, cli_rules, cli_run, cli_scan
 
 DESCRIPTION = """\
 sigmaray: Sigma detection and River anomaly scoring for security logs, on Ray and Kafka.
 
 Start here:
+  sigmaray demo                               broker + local cluster + a live attack stream, detections shown live
   sigmaray rules check rules/                 load and compile rules, list what is rejected
   sigmaray scan --rules rules/ events.jsonl   match a JSON-lines or .evtx file, print matches
   sigmaray bench engine --rules R --events F  measure the engine (indexed vs plain)
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_run.register(commands)
     cli_kafka.register(commands)
     cli_replay.register(commands)
+    cli_demo.register(commands)
     return parser
 
 
