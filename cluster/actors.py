@@ -83,8 +83,9 @@ class PartitionWorker:
         except Exception as error:  # reported through ping(); the supervisor replaces us
             self.error = f"{type(error).__name__}: {error}"
 
-    def assign(self, partitions: list[tuple[str, int]]) -> None:
-        self.loop.assign([tuple(p) for p in partitions])  # type: ignore[misc]
+    def assign(self, partitions: list[tuple[str, int]]) -> bool:
+        """Returns once the loop runs with the new assignment (False if it did not within 60 s)."""
+        return self.loop.assign([tuple(p) for p in partitions], wait=60)  # type: ignore[misc]
 
     def ping(self) -> dict[str, Any]:
         return {"alive": self.thread.is_alive(), "error": self.error}
@@ -203,9 +204,15 @@ class Supervisor:
         return {"workers": rows, "restarts": self.restarts, "last_error": self.last_error}
 
     def shutdown(self) -> None:
+        """Stops the watch, lets every worker finish its batch, then ends the worker processes."""
         self.stop_event.set()
         for worker in self.workers.values():
             try:
                 ray.get(worker.stop.remote(), timeout=60)
             except Exception:
+                pass  # already dead
+            try:
+                ray.kill(worker)
+            except Exception:
                 pass
+        self.workers.clear()

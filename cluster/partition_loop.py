@@ -101,23 +101,31 @@ class PartitionLoop:
         )
         self._transactional: dict[tuple[str, int], Producer] = {}
         self._pending: list[tuple[str, int]] | None = None
+        self._applied: threading.Event | None = None
         self._lock = threading.Lock()
         self._delivery_errors: list[str] = []
 
-    def assign(self, partitions: list[tuple[str, int]]) -> None:
-        """Takes effect between batches, so a batch never spans two assignments."""
+    def assign(self, partitions: list[tuple[str, int]], wait: float = 0) -> bool:
+        """Takes effect between batches, so a batch never spans two assignments. With `wait`,
+        blocks until the loop has applied it (the supervisor releases before it grants)."""
+        applied = threading.Event()
         with self._lock:
             self._pending = list(partitions)
+            self._applied = applied
+        return applied.wait(wait) if wait else False
 
     def _apply_assignment(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, None
+            applied, self._applied = self._applied, None
         if pending is None:
             return
         if self.exactly_once:
             self._open_transactional(pending)
         self.consumer.assign([TopicPartition(t, p) for t, p in pending])
         self.metrics.partitions = pending
+        if applied is not None:
+            applied.set()
 
     def _open_transactional(self, partitions: list[tuple[str, int]]) -> None:
         """One transactional producer per owned partition; init fences the previous owner."""

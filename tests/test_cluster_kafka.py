@@ -350,3 +350,46 @@ def test_broker_stopped_and_restarted_midstream_the_cluster_resumes_and_loses_no
         print(f"broker restart: {len(got)} detections, {len(got) - len(set(got))} duplicates, status {status}")
     finally:
         kafka_dev.down(data_dir=data)
+
+
+def test_scaling_a_running_cluster_moves_partitions_and_keeps_one_owner_each(broker: str, ray_local: Any) -> None:
+    from cluster.actors import Supervisor, config_to_dict
+    from cluster.config import config_from_dict
+
+    run = uuid.uuid4().hex[:8]
+    topics = {"in": f"events-{run}", "out": f"detections-{run}", "dlq": f"dead-{run}"}
+    _create_topics(AdminClient({"bootstrap.servers": broker}), {topics["in"]: 3, topics["out"]: 1, topics["dlq"]: 1})
+    events = _events()
+    producer = Producer({"bootstrap.servers": broker})
+
+    def send(batch: list[dict[str, Any]]) -> None:
+        for event in batch:
+            producer.produce(topics["in"], orjson.dumps(event))
+        assert producer.flush(30) == 0
+
+    group = f"sigmaray-{run}"
+    config = config_from_dict({
+        "kafka": {"bootstrap_servers": broker, "input_topics": [topics["in"]], "detections_topic": topics["out"],
+                  "dead_letter_topic": topics["dlq"], "group_id": group},
+        "rules": {"paths": [str(ROOT / "rules")]},
+        "workers": 1,
+    })
+    supervisor = Supervisor.remote(config_to_dict(config))
+    try:
+        assert len(ray_local.get(supervisor.start.remote(), timeout=120)) == 1
+        send(events[: len(events) // 2])
+        assert len(ray_local.get(supervisor.scale.remote(3), timeout=180)) == 3
+        send(events[len(events) // 2 :])
+        deadline = time.monotonic() + 120
+        while _committed(group, topics["in"], 3) < len(events) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        grown = ray_local.get(supervisor.status.remote(), timeout=30)
+        assert len(ray_local.get(supervisor.scale.remote(2), timeout=180)) == 2
+        shrunk = ray_local.get(supervisor.status.remote(), timeout=30)
+    finally:
+        ray_local.get(supervisor.shutdown.remote(), timeout=120)
+    assert _committed(group, topics["in"], 3) == len(events)
+    for status, workers in ((grown, 3), (shrunk, 2)):
+        owned = [p for row in status["workers"] for p in row["partitions"]]
+        assert len(status["workers"]) == workers
+        assert sorted(owned) == sorted(f"{topics['in']}[{p}]" for p in range(3))
