@@ -161,7 +161,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0, help="latency run rate (default: half the throughput)")
     parser.add_argument("--seconds", type=float, default=30)
     args = parser.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     lines = otrf_lines()
     result: dict[str, object] = {"rules": "SigmaHQ rules + emerging + hunting + compliance", "workers": 2}
     result["throughput"] = throughput(lines, args.copies, args.partitions)

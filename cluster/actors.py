@@ -111,6 +111,9 @@ class Supervisor:
         self.workers: dict[str, Any] = {}
         self.generation = 0
         self.restarts = 0
+        # False until a rebalance has gone through: a failed one (broker down) is retried by the
+        # watch, or the partitions of a replaced worker would stay unowned.
+        self.balanced = False
         self.last_error: str | None = None
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
@@ -127,8 +130,10 @@ class Supervisor:
         found: list[tuple[str, int]] = []
         for topic in self.parsed.kafka.input_topics:
             info = metadata.topics.get(topic)
-            if info is None or info.error is not None:
-                continue
+            if info is None:
+                continue  # not created yet: picked up by a later rebalance
+            if info.error is not None:
+                raise RuntimeError(f"metadata of topic {topic}: {info.error}")
             found.extend((topic, p) for p in sorted(info.partitions))
         return found
 
@@ -154,14 +159,21 @@ class Supervisor:
         plan: dict[str, list[tuple[str, int]]] = {n: [] for n in names}
         for i, partition in enumerate(self.partitions()):
             plan[names[i % len(names)]].append(partition)
+        self.balanced = False
         # Release first, then grant: one owner per partition at any time.
-        ray.get([self.workers[n].assign.remote([]) for n in names])
-        ray.get([self.workers[n].assign.remote(plan[n]) for n in names])
+        for step in ({n: [] for n in names}, plan):
+            applied = ray.get([self.workers[n].assign.remote(step[n]) for n in names], timeout=120)
+            if not all(applied):
+                raise RuntimeError("a worker did not apply its assignment within 60 s")
+        self.balanced = True
 
     def _watch(self) -> None:
         while not self.stop_event.wait(2.0):
             try:
                 self._replace_dead()
+                if not self.balanced:
+                    with self.lock:
+                        self._rebalance()
             except Exception as error:  # e.g. the broker is down during a rebalance: try again
                 self.last_error = f"{type(error).__name__}: {error}"
 
@@ -169,8 +181,10 @@ class Supervisor:
         dead = []
         for name, worker in list(self.workers.items()):
             try:
-                if not ray.get(worker.ping.remote(), timeout=10)["alive"]:
+                health = ray.get(worker.ping.remote(), timeout=10)
+                if not health["alive"]:
                     dead.append(name)
+                    self.last_error = f"{name}: {health['error']}"
             except Exception:  # the actor process is gone (killed, crashed, node lost)
                 dead.append(name)
         if not dead:

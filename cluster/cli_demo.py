@@ -51,7 +51,7 @@ def run_demo(args: argparse.Namespace, out: Any = None) -> dict[str, Any]:
     from cluster import kafka_dev
     from cluster.actors import Supervisor, config_to_dict
     from cluster.config import config_from_dict
-    from cluster.demo_stream import generate
+    from cluster.generator import generate
 
     out = out or sys.stdout
     broker = kafka_dev.up()
@@ -62,7 +62,7 @@ def run_demo(args: argparse.Namespace, out: Any = None) -> dict[str, Any]:
     for future in admin.create_topics([NewTopic(topics["in"], 4, 1), NewTopic(topics["out"], 2, 1), NewTopic(topics["dlq"], 1, 1)]).values():
         future.result(30)
     otrf = args.shared if args.shared and Path(args.shared).is_dir() else None
-    events = list(generate(args.events, args.seed, args.attack_share, otrf))
+    events = list(generate(args.events, args.seed, args.attack_share, otrf, attacks="auto"))
     group = f"sigmaray-demo-{run}"
     config = config_from_dict({
         "kafka": {"bootstrap_servers": bootstrap, "input_topics": [topics["in"]], "detections_topic": topics["out"],
@@ -72,7 +72,7 @@ def run_demo(args: argparse.Namespace, out: Any = None) -> dict[str, Any]:
     })
     started_ray = not ray.is_initialized()
     if started_ray:
-        ray.init(include_dashboard=False, logging_level="ERROR", namespace=f"sigmaray-demo-{run}")
+        ray.init(address="local", include_dashboard=False, logging_level="ERROR", namespace=f"sigmaray-demo-{run}")
     supervisor = Supervisor.remote(config_to_dict(config))
     print(f"sigmaray demo: broker {bootstrap}, Ray up, starting 2 workers with the rules in {ROOT / 'rules'} ...", file=out)
     ray.get(supervisor.start.remote(), timeout=300)

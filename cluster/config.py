@@ -12,6 +12,7 @@
       batch_size: 500                       # records per consumer poll
       batch_timeout_ms: 200
       max_in_flight: 20000                  # produced but unacknowledged records before pausing
+      flush_timeout_s: 15                   # a batch not acknowledged by then is processed again
     workers: 2                              # PartitionWorker actors
     rules:
       paths: [rules/]
@@ -47,6 +48,7 @@ class ProcessingConfig:
     batch_size: int = 500
     batch_timeout_ms: int = 200
     max_in_flight: int = 20000
+    flush_timeout_s: int = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +95,7 @@ def config_from_dict(data: Any, source: str = "<config>") -> ClusterConfig:
         raise ConfigError(f"{source}: workers must be a positive integer, got {workers!r}")
     if processing.guarantee not in _GUARANTEES:
         raise ConfigError(f"{source}: processing.guarantee must be one of {', '.join(_GUARANTEES)}, got {processing.guarantee!r}")
-    for name in ("batch_size", "batch_timeout_ms", "max_in_flight"):
+    for name in ("batch_size", "batch_timeout_ms", "max_in_flight", "flush_timeout_s"):
         if getattr(processing, name) < 1:
             raise ConfigError(f"{source}: processing.{name} must be at least 1")
     if not kafka.input_topics:

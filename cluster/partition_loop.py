@@ -38,11 +38,13 @@ class LoopMetrics:
     redelivered_batches: int = 0
     transient_errors: int = 0
     pauses: int = 0
+    producer_restarts: int = 0
     last_batch_ms: float = 0.0
     partitions: list[tuple[str, int]] = field(default_factory=list)
     lag: dict[str, int] = field(default_factory=dict)
     rule_hits: Counter[str] = field(default_factory=Counter)
     ruleset_version: str = ""
+    last_error: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,11 +56,13 @@ class LoopMetrics:
             "redelivered_batches": self.redelivered_batches,
             "transient_errors": self.transient_errors,
             "pauses": self.pauses,
+            "producer_restarts": self.producer_restarts,
             "last_batch_ms": round(self.last_batch_ms, 2),
             "partitions": [f"{t}[{p}]" for t, p in self.partitions],
             "lag": dict(self.lag),
             "top_rules": dict(self.rule_hits.most_common(10)),
             "ruleset_version": self.ruleset_version,
+            "last_error": self.last_error,
         }
 
 
@@ -96,9 +100,9 @@ class PartitionLoop:
         # Memory stays bounded: at most max_in_flight unacknowledged outputs in the producer, and
         # a capped prefetch queue in the consumer; _produce pauses fetching while outputs back up.
         bounded = {"queue.buffering.max.messages": config.processing.max_in_flight, "queue.buffering.max.kbytes": 65536}
-        self.producer = Producer(
-            {**common, **bounded, "linger.ms": 5, "enable.idempotence": True, "client.id": f"sigmaray-{worker}"}
-        )
+        self._producer_config = {**common, **bounded, "linger.ms": 5, "enable.idempotence": True,
+                                 "client.id": f"sigmaray-{worker}"}
+        self.producer = Producer(self._producer_config)
         self._transactional: dict[tuple[str, int], Producer] = {}
         self._pending: list[tuple[str, int]] | None = None
         self._applied: threading.Event | None = None
@@ -120,9 +124,15 @@ class PartitionLoop:
             applied, self._applied = self._applied, None
         if pending is None:
             return
-        if self.exactly_once:
-            self._open_transactional(pending)
-        self.consumer.assign([TopicPartition(t, p) for t, p in pending])
+        try:
+            if self.exactly_once:
+                self._open_transactional(pending)
+            self.consumer.assign([TopicPartition(t, p) for t, p in pending])
+        except KafkaException:
+            with self._lock:  # try again next batch unless a newer assignment came meanwhile
+                if self._pending is None:
+                    self._pending, self._applied = pending, applied
+            raise
         self.metrics.partitions = pending
         if applied is not None:
             applied.set()
@@ -149,7 +159,18 @@ class PartitionLoop:
         next_lag = 0.0
         try:
             while not stop.is_set():
-                self.run_once()
+                try:
+                    self.run_once()
+                except KafkaException as error:
+                    kafka_error = error.args[0] if error.args else None
+                    if not isinstance(kafka_error, KafkaError) or kafka_error.fatal():
+                        raise
+                    # A seek or commit against a restarting broker: start again from the
+                    # committed offsets (at least once) instead of ending the worker.
+                    self.metrics.transient_errors += 1
+                    self.metrics.last_error = str(kafka_error)
+                    time.sleep(0.5)
+                    self._restart_from_committed()
                 if time.monotonic() >= next_lag:
                     self.update_lag()
                     next_lag = time.monotonic() + 5
@@ -160,6 +181,26 @@ class PartitionLoop:
             self.consumer.close()
             if self.live is not None:
                 self.live.close()
+
+    def _replace_producer(self) -> None:
+        """A producer that could not deliver for a whole flush timeout can be wedged (librdkafka keeps
+        asking one broker for its idempotence PID, even across a broker restart): start a fresh one.
+        Its unacknowledged outputs are purged; the batch is processed again, so at worst they
+        arrive twice (at least once)."""
+        old = self.producer
+        self.producer = Producer(self._producer_config)
+        self.metrics.producer_restarts += 1
+        try:
+            old.purge()
+            old.flush(0)
+        except KafkaException:
+            pass  # it is being dropped either way
+
+    def _restart_from_committed(self) -> None:
+        try:
+            self.consumer.assign([TopicPartition(t, p) for t, p in self.metrics.partitions])
+        except KafkaException as error:
+            self.metrics.last_error = str(error)
 
     def run_once(self) -> int:
         """One batch: consume, detect, produce, flush, commit. Returns records consumed."""
@@ -194,12 +235,15 @@ class PartitionLoop:
         result = self.detector.process(records)
         for output in result.outputs:
             self._produce(output.topic, output.key, output.value, list(output.headers))
-        remaining = self.producer.flush(30)
+        remaining = self.producer.flush(processing.flush_timeout_s)
         if remaining or self._delivery_errors:
             # Not acknowledged: rewind to the batch start so it is processed again.
             self._rewind(records)
+            self.metrics.last_error = self._delivery_errors[-1] if self._delivery_errors else f"{remaining} outputs unacknowledged"
             self._delivery_errors.clear()
             self.metrics.redelivered_batches += 1
+            if remaining:
+                self._replace_producer()
             return 0
         try:
             self._commit(records)

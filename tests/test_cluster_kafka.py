@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from pathlib import Path
@@ -33,7 +34,7 @@ def broker() -> str:
 def ray_local() -> Any:
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, namespace=f"test-{uuid.uuid4().hex[:6]}", logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=f"test-{uuid.uuid4().hex[:6]}", logging_level="WARNING")
     yield ray
     ray.shutdown()
 
@@ -333,7 +334,7 @@ def test_broker_stopped_and_restarted_midstream_the_cluster_resumes_and_loses_no
             status = ray_local.get(supervisor.status.remote(), timeout=30)
         finally:
             ray_local.get(supervisor.shutdown.remote(), timeout=120)
-        assert committed() == len(events), status
+        assert committed() == len(events), json.dumps(status)
         engine = SigmaEngine(load_rules_from_paths([ROOT / "rules"]).rules)
         offline = {(e["sigmaray_test_id"], m.id) for e in events for m in engine.match(e)}
         consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{run}", "auto.offset.reset": "earliest"})
