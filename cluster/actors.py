@@ -53,6 +53,7 @@ class PartitionWorker:
             for name, text in (
                 ("events_in", "records consumed"),
                 ("detections_out", "detections produced"),
+                ("anomalies_out", "anomaly detections produced"),
                 ("dead_letters", "records sent to the dead-letter topic"),
                 ("redelivered_batches", "batches processed again after a failed delivery or commit"),
             )
@@ -87,6 +88,9 @@ class PartitionWorker:
         """Returns once the loop runs with the new assignment (False if it did not within 60 s)."""
         return self.loop.assign([tuple(p) for p in partitions], wait=60)  # type: ignore[misc]
 
+    def model_command(self, command: str, name: str = "") -> dict[str, Any]:
+        return self.loop.model_command(command, name)
+
     def ping(self) -> dict[str, Any]:
         return {"alive": self.thread.is_alive(), "error": self.error}
 
@@ -94,7 +98,10 @@ class PartitionWorker:
         return os.getpid()
 
     def metrics(self) -> dict[str, Any]:
-        return self.loop.metrics.to_dict()
+        data = self.loop.metrics.to_dict()
+        if self.loop.models is not None:
+            data["models"] = self.loop.models.metrics()
+        return data
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -204,6 +211,20 @@ class Supervisor:
                     name=f"sigmaray-{new_name}", namespace=NAMESPACE
                 ).remote(self.config, new_name)
             self._rebalance()
+
+    def model_command(self, command: str, name: str = "") -> dict[str, Any]:
+        """Applies a model command on every worker (between their batches) and remembers it, so
+        workers started later run the same models."""
+        with self.lock:
+            replies = {n: ray.get(w.model_command.remote(command, name), timeout=120) for n, w in sorted(self.workers.items())}
+            errors = {n: r["error"] for n, r in replies.items() if "error" in r}
+            if not errors:
+                models = self.config.setdefault("models", {})
+                first = next(iter(replies.values()), {})
+                if first.get("model"):
+                    models["model"] = first["model"].split("@")[0]
+                models["shadow"] = (first.get("shadow") or "").split("@")[0]
+            return {"workers": replies, "errors": errors}
 
     def worker_pids(self) -> dict[str, int]:
         return {name: ray.get(worker.pid.remote(), timeout=30) for name, worker in sorted(self.workers.items())}

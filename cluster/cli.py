@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cluster import cli_bench, cli_demo, cli_kafka, cli_replay, cli_rules, cli_run, cli_scan
+from cluster import cli_bench, cli_demo, cli_kafka, cli_models, cli_replay, cli_rules, cli_run, cli_scan
 
 DESCRIPTION = """\
 sigmaray: Sigma detection and River anomaly scoring for security logs, on Ray and Kafka.
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_kafka.register(commands)
     cli_replay.register(commands)
     cli_demo.register(commands)
+    cli_models.register(commands)
     return parser
 
 

@@ -106,8 +106,12 @@ def run_demo(args: argparse.Namespace, out: Any = None) -> dict[str, Any]:
                 seen.append(detection)
                 by_rule[detection["rule"]["title"]] += 1
                 quiet_since = time.monotonic()
-                print(f"{detection['event_time'] or '-':<25} {detection['entity'] or '-':<15} "
-                      f"{detection['rule']['level'] or '-':<8} {detection['rule']['title']}", file=out)
+                line = (f"{detection['event_time'] or '-':<25} {detection['entity'] or '-':<15} "
+                        f"{detection['rule']['level'] or '-':<8} {detection['rule']['title']}")
+                if detection["kind"] == "anomaly":  # why it is unusual, for the analyst
+                    anomaly = detection["anomaly"]
+                    line += f"  score {anomaly['score']:.3f}: {'; '.join(anomaly['reasons'][:2])}"
+                print(line, file=out)
             if args.seconds and time.monotonic() - began > args.seconds:
                 break
             if not producer_thread.is_alive() and time.monotonic() - quiet_since > 2:
@@ -132,11 +136,14 @@ def run_demo(args: argparse.Namespace, out: Any = None) -> dict[str, Any]:
         "by_rule": dict(by_rule.most_common()),
         "seconds": round(time.monotonic() - began, 1),
         "topics": topics,
-        "detected_event_ids": sorted(d["event"]["sigmaray_event_id"] + "|" + d["rule"]["id"] for d in seen),
+        "detected_event_ids": sorted(d["event"]["sigmaray_event_id"] + "|" + d["rule"]["id"] for d in seen
+                                     if d["kind"] == "sigma"),
+        "anomalies": sum(1 for d in seen if d["kind"] == "anomaly"),
         "events_list": events,
     }
     print(f"\nsigmaray demo: {summary['events']} events sent, {summary['processed']} processed, "
-          f"{summary['detections']} detections in {summary['seconds']}s", file=out)
+          f"{summary['detections']} detections in {summary['seconds']}s "
+          f"({summary['anomalies']} of them entity anomalies from the models)", file=out)
     for title, count in by_rule.most_common():
         print(f"  {count:5d}  {title}", file=out)
     return summary

@@ -28,6 +28,8 @@ def register(commands: Any) -> None:
     replay.add_argument("--config", metavar="FILE", help="cluster YAML (its rules settings are used)")
     replay.add_argument("--rules", action="append", metavar="PATH", help="rule paths (override the config)")
     replay.add_argument("--rate", type=float, default=0, help="events per second (default: as fast as possible)")
+    replay.add_argument("--no-models", action="store_true", help="Sigma only: no entity scores or anomaly detections")
+    replay.add_argument("--model", metavar="NAME", help="the anomaly model (default: the config's models.model)")
     replay.set_defaults(run=lambda args: run_guarded(_replay, args))
 
 
@@ -35,7 +37,17 @@ def _replay(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     paths = args.rules or list(config.rules.paths)
     ruleset = load_rules_from_paths(paths, config.rules.pipelines, config.rules.placeholders)
-    detector = Detector(SigmaEngine(ruleset.rules), ruleset.version, DetectionSettings())
+    scorer = None
+    if config.models.enabled and not args.no_models:
+        from dataclasses import replace
+
+        from cluster.partition_models import scorer_config
+        from models.scorer import EntityScorer
+
+        models = replace(config.models, model=args.model) if args.model else config.models
+        # One scorer for the whole replay: the files play the part of one partition.
+        scorer = EntityScorer(scorer_config(models))
+    detector = Detector(SigmaEngine(ruleset.rules), ruleset.version, DetectionSettings(), scorer)
     counts: Counter[str] = Counter()
     dead: list[str] = []
     started = time.perf_counter()
@@ -54,7 +66,8 @@ def _replay(args: argparse.Namespace) -> int:
     out.flush()
     print(
         f"replayed {counts['events']} events in {time.perf_counter() - started:.1f}s: "
-        f"{counts['detections']} detections, {counts['dead_letter']} dead letters (ruleset {ruleset.version})",
+        f"{counts['detections']} detections, {counts['anomalies']} anomalies, {counts['dead_letter']} dead letters "
+        f"(ruleset {ruleset.version}, model {scorer.model_label if scorer else 'off'})",
         file=sys.stderr,
     )
     for line in dead:

@@ -88,13 +88,18 @@ def _scale(args: argparse.Namespace) -> int:
 
 
 def _print_table(status: dict[str, Any]) -> None:
-    print(f"{'worker':<12} {'events in':>10} {'detections':>10} {'dead':>6} {'lag':>8} {'batch ms':>9}  partitions")
+    print(f"{'worker':<12} {'events in':>10} {'detections':>10} {'anomalies':>9} {'dead':>6} {'lag':>8} "
+          f"{'batch ms':>9} {'entities':>9} {'model':<10} partitions")
     for row in status["workers"]:
-        if "error" in row:
+        if "error" in row and "events_in" not in row:
             print(f"{row['worker']:<12} error: {row['error']}")
             continue
+        models = row.get("models") or {}
         print(
-            f"{row['worker']:<12} {row['events_in']:>10} {row['detections_out']:>10} {row['dead_letters']:>6} "
-            f"{sum(row['lag'].values()):>8} {row['last_batch_ms']:>9}  {', '.join(row['partitions'])}"
+            f"{row['worker']:<12} {row['events_in']:>10} {row['detections_out']:>10} {row.get('anomalies_out', 0):>9} "
+            f"{row['dead_letters']:>6} {sum(row['lag'].values()):>8} {row['last_batch_ms']:>9} "
+            f"{models.get('entities', '-'):>9} {models.get('model') or '-':<10} {', '.join(row['partitions'])}"
         )
-    print(f"restarts: {status['restarts']}")
+        if row.get("last_error"):
+            print(f"{'':<12} last error: {row['last_error']}")
+    print(f"restarts: {status['restarts']}" + (f", last error: {status['last_error']}" if status.get("last_error") else ""))

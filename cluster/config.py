@@ -19,6 +19,18 @@
       pipelines: []
       placeholders: {}
       topic: ""                             # e.g. sigmaray.rules: live rules from `sigmaray rules push`
+    models:
+      enabled: true                         # entity anomaly scores on every detection, anomaly detections
+      model: hst                            # a name from `sigmaray models list`
+      shadow: ""                            # a candidate scored beside it, published to shadow_topic
+      shadow_topic: sigmaray.shadow-scores
+      threshold: 0.995                      # calibrated score at which an entity is anomalous
+      max_entities: 200000                  # per partition, hard cap (least recently seen go first)
+      entity_ttl_hours: 168                 # forget entities idle this long (event time)
+      checkpoint_url: ""                    # model state with its offsets; "" = ~/.cache/sigmaray/checkpoints, or s3://...
+      checkpoint_interval_s: 30             # 0 = after every batch
+      calibration_window: 2000              # scores per calibration window; no anomaly before the first
+      seed: 0
 """
 
 from __future__ import annotations
@@ -60,10 +72,26 @@ class RulesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelsConfig:
+    enabled: bool = True
+    model: str = "hst"
+    shadow: str = ""
+    shadow_topic: str = "sigmaray.shadow-scores"
+    threshold: float = 0.995
+    max_entities: int = 200_000
+    entity_ttl_hours: int = 168
+    checkpoint_url: str = ""
+    checkpoint_interval_s: int = 30
+    calibration_window: int = 2000  # learned scores per calibration reference (warm-up before alerts)
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterConfig:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     processing: ProcessingConfig = field(default_factory=ProcessingConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
     workers: int = 2
 
 
@@ -86,7 +114,7 @@ def load_config(path: str | Path | None) -> ClusterConfig:
 def config_from_dict(data: Any, source: str = "<config>") -> ClusterConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the config must be a mapping")
-    _known(data, {"kafka", "processing", "rules", "workers"}, "", source)
+    _known(data, {"kafka", "processing", "rules", "models", "workers"}, "", source)
     kafka = _section(KafkaConfig, data.get("kafka", {}), "kafka", source)
     processing = _section(ProcessingConfig, data.get("processing", {}), "processing", source)
     rules = _section(RulesConfig, data.get("rules", {}), "rules", source)
@@ -100,7 +128,21 @@ def config_from_dict(data: Any, source: str = "<config>") -> ClusterConfig:
             raise ConfigError(f"{source}: processing.{name} must be at least 1")
     if not kafka.input_topics:
         raise ConfigError(f"{source}: kafka.input_topics must name at least one topic")
-    return ClusterConfig(kafka=kafka, processing=processing, rules=rules, workers=workers)
+    models = _section(ModelsConfig, data.get("models", {}), "models", source)
+    if not 0 < models.threshold <= 1:
+        raise ConfigError(f"{source}: models.threshold must be in (0, 1], got {models.threshold!r}")
+    for name in ("max_entities", "entity_ttl_hours", "checkpoint_interval_s", "calibration_window"):
+        if getattr(models, name) < 0 or (name in ("max_entities", "calibration_window") and getattr(models, name) < 1):
+            raise ConfigError(f"{source}: models.{name} must be positive")
+    if models.enabled:
+        from models.registry import get_model
+
+        for name in filter(None, (models.model, models.shadow)):
+            try:
+                get_model(name)
+            except Exception as error:
+                raise ConfigError(f"{source}: models.model/shadow: {error}") from error
+    return ClusterConfig(kafka=kafka, processing=processing, rules=rules, models=models, workers=workers)
 
 
 def _known(data: dict[str, Any], allowed: set[str], prefix: str, source: str) -> None:
@@ -128,7 +170,12 @@ def _section(cls: Any, raw: Any, name: str, source: str) -> Any:
         elif isinstance(default, dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where} must be a mapping")
-        elif isinstance(default, bool) or not isinstance(value, type(default)) or isinstance(value, bool):
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where} must be true or false, got {value!r}")
+        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif not isinstance(value, type(default)) or isinstance(value, bool):
             raise ConfigError(f"{where} must be a {type(default).__name__}, got {value!r}")
         values[key] = value
     return cls(**values)

@@ -15,6 +15,7 @@ import orjson
 
 from detectors.engine import SigmaEngine
 from detectors.ir import RuleMeta
+from models.eventtime import parse_time_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,18 +40,14 @@ class OutputRecord:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-class EntityScorer(Protocol):
-    """The anomaly-model hook: scores of the event's entities, computed before learning."""
+class BatchScorer(Protocol):
+    """The anomaly-model hook (models.scorer.EntityScorer): entity scores of a batch of events,
+    each computed before the model learns it."""
 
-    def score(self, event: Mapping[str, Any], event_time: str | None, matches: Sequence[RuleMeta]) -> dict[str, float]:
+    def score_batch(
+        self, events: Sequence[Mapping[str, Any]], times_ms: Sequence[int | None], matched: Sequence[bool]
+    ) -> list[Any]:
         ...
-
-
-class NoScorer:
-    """The default hook until the models are wired in: no scores."""
-
-    def score(self, event: Mapping[str, Any], event_time: str | None, matches: Sequence[RuleMeta]) -> dict[str, float]:
-        return {}
 
 
 @dataclass(slots=True)
@@ -66,6 +63,7 @@ class DetectionSettings:
     dead_letter_topic: str = "sigmaray.dead-letter"
     entity_fields: tuple[str, ...] = ("Computer", "host", "hostname")
     time_fields: tuple[str, ...] = ("TimeCreated_SystemTime", "UtcTime", "@timestamp", "timestamp")
+    shadow_topic: str = ""  # where a shadow model's scores go ("" = not published)
 
 
 class Detector:
@@ -76,60 +74,105 @@ class Detector:
         engine: SigmaEngine,
         ruleset_version: str,
         settings: DetectionSettings | None = None,
-        scorer: EntityScorer | None = None,
+        scorer: BatchScorer | None = None,
     ) -> None:
         self.engine = engine
         self.ruleset_version = ruleset_version
         self.settings = settings or DetectionSettings()
-        self.scorer: EntityScorer = scorer or NoScorer()
+        self.scorer = scorer
 
     def swap(self, engine: SigmaEngine, ruleset_version: str) -> None:
         """Install a new ruleset; callers swap between batches, so no event sees a mix."""
         self.engine = engine
         self.ruleset_version = ruleset_version
 
-    def process(self, records: Sequence[InputRecord]) -> BatchResult:
+    def process(self, records: Sequence[InputRecord], scorer: BatchScorer | None = None) -> BatchResult:
+        """`scorer` overrides the detector's own (a worker keeps one per owned partition)."""
+        scorer = scorer if scorer is not None else self.scorer
         result = BatchResult()
+        decoded: list[tuple[InputRecord, dict[str, Any], list[RuleMeta], str | None]] = []
         for record in records:
-            self._one(record, result)
+            if record.event is not None:
+                event, error = record.event, None
+            elif record.error is not None:
+                event, error = None, record.error
+            else:
+                event, error = decode(record.value)
+            if event is None:
+                result.counts["dead_letter"] += 1
+                result.outputs.append(self._dead_letter(record, error or "undecodable"))
+                continue
+            result.counts["events"] += 1
+            decoded.append((record, event, self.engine.match(event), self._event_time(event, record)))
+        scored: list[Any] = [None] * len(decoded)
+        if scorer is not None and decoded:
+            scored = scorer.score_batch(
+                [d[1] for d in decoded], [parse_time_ms(d[3]) for d in decoded], [bool(d[2]) for d in decoded]
+            )
+        for (record, event, matches, event_time), scores in zip(decoded, scored):
+            self._outputs(record, event, matches, event_time, scores, result, scorer)
         return result
 
-    def _one(self, record: InputRecord, result: BatchResult) -> None:
-        if record.event is not None:
-            event, error = record.event, None
-        elif record.error is not None:
-            event, error = None, record.error
-        else:
-            event, error = decode(record.value)
-        if event is None:
-            result.counts["dead_letter"] += 1
-            result.outputs.append(self._dead_letter(record, error or "undecodable"))
-            return
-        result.counts["events"] += 1
-        matches = self.engine.match(event)
-        event_time = self._event_time(event, record)
-        scores = self.scorer.score(event, event_time, matches)
+    def _outputs(
+        self, record: InputRecord, event: dict[str, Any], matches: list[RuleMeta], event_time: str | None,
+        scores: Any, result: BatchResult, scorer: Any = None,
+    ) -> None:
         entity = self._entity(event)
+        source = {"topic": record.topic, "partition": record.partition, "offset": record.offset,
+                  "timestamp_ms": record.timestamp_ms}
+        entity_scores = scores.as_dict() if scores is not None else {}
         for meta in matches:
             result.counts["detections"] += 1
             result.rule_hits[meta.id] += 1
             detection = {
+                "kind": "sigma",
                 "rule": meta.to_dict(),
                 "ruleset_version": self.ruleset_version,
                 "entity": entity,
                 "event_time": event_time,
-                "scores": scores,
-                "source": {"topic": record.topic, "partition": record.partition, "offset": record.offset,
-                           "timestamp_ms": record.timestamp_ms},
+                "scores": entity_scores,
+                "model_version": getattr(scorer, "model_label", None),
+                "source": source,
                 "event": event,
             }
-            result.outputs.append(
-                OutputRecord(
-                    self.settings.detections_topic,
-                    entity.encode() if entity else None,
-                    orjson.dumps(detection, option=orjson.OPT_NON_STR_KEYS, default=str),
-                )
-            )
+            result.outputs.append(self._detection(entity, detection))
+        if scores is None:
+            return
+        for scored in scores.entities:
+            if not scored.alert:
+                continue
+            result.counts["anomalies"] += 1
+            result.rule_hits[f"anomaly:{scored.entity_type}"] += 1
+            detection = {
+                "kind": "anomaly",
+                "rule": {"id": f"sigmaray-anomaly-{scored.entity_type}",
+                         "title": f"Unusual activity of {scored.entity_type} {scored.entity.split(':', 1)[1]}",
+                         "level": "high" if scored.score >= 0.999 else "medium", "tags": []},
+                "ruleset_version": self.ruleset_version,
+                "entity": scored.entity.split(":", 1)[1] if scored.entity_type == "host" else entity,
+                "anomaly": {"entity": scored.entity, "entity_type": scored.entity_type, "score": round(scored.score, 6),
+                            "raw": scored.raw, "reasons": list(scored.reasons),
+                            "features": {k: round(v, 4) for k, v in scored.features.items()}},
+                "event_time": event_time,
+                "scores": entity_scores,
+                "model_version": getattr(scorer, "model_label", None),
+                "source": source,
+                "event": event,
+            }
+            result.outputs.append(self._detection(detection["entity"], detection))
+        if scores.shadow and self.settings.shadow_topic:
+            result.counts["shadow_scores"] += 1
+            shadow = {"event_time": event_time, "entity": entity, "scores": scores.shadow, "active": entity_scores,
+                      "model_version": getattr(scorer, "shadow_label", None), "source": source}
+            result.outputs.append(OutputRecord(self.settings.shadow_topic, entity.encode() if entity else None,
+                                               orjson.dumps(shadow)))
+
+    def _detection(self, entity: str | None, detection: dict[str, Any]) -> OutputRecord:
+        return OutputRecord(
+            self.settings.detections_topic,
+            entity.encode() if entity else None,
+            orjson.dumps(detection, option=orjson.OPT_NON_STR_KEYS, default=str),
+        )
 
     def _entity(self, event: Mapping[str, Any]) -> str | None:
         for name in self.settings.entity_fields:

@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from cluster.config import ClusterConfig
 from cluster.live_rules import LiveRules
+from cluster.partition_models import PartitionModels
 from cluster.detect import BatchResult, DetectionSettings, Detector, InputRecord
 from cluster.rulefiles import load_rules_from_paths
 from detectors.engine import SigmaEngine
@@ -33,6 +34,7 @@ class LoopMetrics:
     worker: str
     events_in: int = 0
     detections_out: int = 0
+    anomalies_out: int = 0
     dead_letters: int = 0
     batches: int = 0
     redelivered_batches: int = 0
@@ -51,6 +53,7 @@ class LoopMetrics:
             "worker": self.worker,
             "events_in": self.events_in,
             "detections_out": self.detections_out,
+            "anomalies_out": self.anomalies_out,
             "dead_letters": self.dead_letters,
             "batches": self.batches,
             "redelivered_batches": self.redelivered_batches,
@@ -71,7 +74,9 @@ class PartitionLoop:
 
     def __init__(self, config: ClusterConfig, worker: str) -> None:
         self.config = config
-        settings = DetectionSettings(config.kafka.detections_topic, config.kafka.dead_letter_topic)
+        settings = DetectionSettings(config.kafka.detections_topic, config.kafka.dead_letter_topic,
+                                     shadow_topic=config.models.shadow_topic)
+        self.models = PartitionModels(config.models, config.kafka.group_id) if config.models.enabled else None
         self.live: LiveRules | None = None
         if config.rules.topic:
             self.live = LiveRules(config.kafka.bootstrap_servers, config.rules.topic, config.rules.paths,
@@ -108,6 +113,7 @@ class PartitionLoop:
         self._applied: threading.Event | None = None
         self._lock = threading.Lock()
         self._delivery_errors: list[str] = []
+        self._model_commands: list[tuple[str, str, threading.Event, dict[str, Any]]] = []
 
     def assign(self, partitions: list[tuple[str, int]], wait: float = 0) -> bool:
         """Takes effect between batches, so a batch never spans two assignments. With `wait`,
@@ -118,6 +124,29 @@ class PartitionLoop:
             self._applied = applied
         return applied.wait(wait) if wait else False
 
+    def model_command(self, command: str, name: str = "", wait: float = 60) -> dict[str, Any]:
+        """shadow NAME | promote [NAME] | rollback, applied between batches to every owned
+        partition's scorer, so no batch sees two models and no event is skipped."""
+        done = threading.Event()
+        reply: dict[str, Any] = {}
+        with self._lock:
+            self._model_commands.append((command, name, done, reply))
+        if not done.wait(wait):
+            return {"error": "not applied within the wait (a batch is stuck?)"}
+        return reply
+
+    def _apply_model_commands(self) -> None:
+        with self._lock:
+            commands, self._model_commands = self._model_commands, []
+        for command, name, done, reply in commands:
+            try:
+                if self.models is None:
+                    raise ValueError("models are disabled in this cluster's config (models.enabled: false)")
+                reply.update(self.models.command(command, name))
+            except Exception as error:  # a bad name: reported to the caller, the loop goes on
+                reply["error"] = f"{type(error).__name__}: {error}"
+            done.set()
+
     def _apply_assignment(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, None
@@ -127,7 +156,7 @@ class PartitionLoop:
         try:
             if self.exactly_once:
                 self._open_transactional(pending)
-            self.consumer.assign([TopicPartition(t, p) for t, p in pending])
+            self.consumer.assign(self._positions(pending))
         except KafkaException:
             with self._lock:  # try again next batch unless a newer assignment came meanwhile
                 if self._pending is None:
@@ -136,6 +165,26 @@ class PartitionLoop:
         self.metrics.partitions = pending
         if applied is not None:
             applied.set()
+
+    def _positions(self, partitions: list[tuple[str, int]]) -> list[TopicPartition]:
+        """Where to consume each partition from. Without models: the committed offsets. With
+        models: where each partition's model state says (PartitionModels explains why)."""
+        if self.models is None:
+            return [TopicPartition(t, p) for t, p in partitions]
+        owned = set(self.models.scorers)
+        for partition in owned - set(partitions):
+            self.models.release(partition)
+        acquired = [p for p in partitions if p not in owned]
+        committed: dict[tuple[str, int], int] = {}
+        if acquired:
+            for tp in self.consumer.committed([TopicPartition(t, p) for t, p in acquired], timeout=30):
+                if tp.error is not None:
+                    raise KafkaException(tp.error)
+                committed[(tp.topic, tp.partition)] = tp.offset
+        for partition in acquired:
+            self.models.assign(partition, committed[partition])
+        return [TopicPartition(t, p, self.models.next_offset[(t, p)]) if self.models.next_offset[(t, p)] >= 0
+                else TopicPartition(t, p) for t, p in partitions]
 
     def _open_transactional(self, partitions: list[tuple[str, int]]) -> None:
         """One transactional producer per owned partition; init fences the previous owner."""
@@ -178,6 +227,11 @@ class PartitionLoop:
             self.producer.flush(10)
             for producer in self._transactional.values():
                 producer.flush(10)
+            if self.models is not None:
+                try:
+                    self.models.save_all()  # the last batch was committed: hand over a fresh state
+                except Exception as error:
+                    self.metrics.last_error = f"final checkpoint: {error}"
             self.consumer.close()
             if self.live is not None:
                 self.live.close()
@@ -198,13 +252,20 @@ class PartitionLoop:
 
     def _restart_from_committed(self) -> None:
         try:
-            self.consumer.assign([TopicPartition(t, p) for t, p in self.metrics.partitions])
+            partitions = [TopicPartition(t, p) for t, p in self.metrics.partitions]
+            if self.models is not None and partitions:
+                committed = self.consumer.committed(partitions, timeout=30)
+                partitions = [TopicPartition(tp.topic, tp.partition,
+                                             self.models.rebuild((tp.topic, tp.partition), max(tp.offset, 0)))
+                              for tp in committed]
+            self.consumer.assign(partitions)
         except KafkaException as error:
             self.metrics.last_error = str(error)
 
     def run_once(self) -> int:
         """One batch: consume, detect, produce, flush, commit. Returns records consumed."""
         self._apply_assignment()
+        self._apply_model_commands()
         self._swap_rules()
         if not self.metrics.partitions:
             time.sleep(0.05)
@@ -232,7 +293,7 @@ class PartitionLoop:
         started = time.perf_counter()
         if self.exactly_once:
             return self._transactional_batch(records, started)
-        result = self.detector.process(records)
+        result = self._process(records)
         for output in result.outputs:
             self._produce(output.topic, output.key, output.value, list(output.headers))
         remaining = self.producer.flush(processing.flush_timeout_s)
@@ -246,6 +307,8 @@ class PartitionLoop:
                 self._replace_producer()
             return 0
         try:
+            if self.models is not None:
+                self._models_processed(records)  # Quix order: outputs flushed, state saved, offsets committed
             self._commit(records)
         except KafkaException as error:
             if error.args and error.args[0].fatal():
@@ -258,6 +321,36 @@ class PartitionLoop:
             return 0
         self._count(result, started)
         return len(records)
+
+    def _process(self, records: list[InputRecord]) -> BatchResult:
+        if self.models is None:
+            return self.detector.process(records)
+        total = BatchResult()
+        by_partition: dict[tuple[str, int], list[InputRecord]] = {}
+        for record in records:
+            by_partition.setdefault((record.topic, record.partition), []).append(record)
+        for partition, batch in by_partition.items():
+            scorer = self.models.scorers.get(partition)
+            replay = [r for r in batch if self.models.replaying(partition, r.offset)]
+            if replay:  # rebuilds the state; the outputs were delivered the first time
+                self.detector.process(replay, scorer)
+                batch = batch[len(replay):]
+            result = self.detector.process(batch, scorer)
+            total.outputs.extend(result.outputs)
+            total.counts.update(result.counts)
+            total.rule_hits.update(result.rule_hits)
+            total.counts["events"] += len(replay)
+        return total
+
+    def _models_processed(self, records: list[InputRecord]) -> None:
+        assert self.models is not None
+        last: dict[tuple[str, int], int] = {}
+        for record in records:
+            last[(record.topic, record.partition)] = max(last.get((record.topic, record.partition), -1), record.offset)
+        for partition, offset in last.items():
+            self.models.processed(partition, offset)
+        if self.models.checkpoint_due():
+            self.models.save_all()
 
     def update_lag(self) -> None:
         """Consumer lag per owned partition (high watermark minus position), for status and metrics."""
@@ -287,6 +380,7 @@ class PartitionLoop:
         self.metrics.batches += 1
         self.metrics.events_in += result.counts["events"] + result.counts["dead_letter"]
         self.metrics.detections_out += result.counts["detections"]
+        self.metrics.anomalies_out += result.counts["anomalies"]
         self.metrics.dead_letters += result.counts["dead_letter"]
         self.metrics.rule_hits.update(result.rule_hits)
         self.metrics.last_batch_ms = (time.perf_counter() - started) * 1000
@@ -297,7 +391,7 @@ class PartitionLoop:
             by_partition.setdefault((record.topic, record.partition), []).append(record)
         for key, batch in by_partition.items():
             producer = self._transactional[key]
-            result = self.detector.process(batch)
+            result = self._process(batch)
             try:
                 producer.begin_transaction()
                 for output in result.outputs:
@@ -324,6 +418,8 @@ class PartitionLoop:
                     time.sleep(0.5)
                     continue
                 raise  # fenced or fatal: the supervisor replaces this worker
+            if self.models is not None:
+                self._models_processed(batch)  # after the commit: the state never runs ahead of it
             self._count(result, started)
         return len(records)
 
@@ -360,4 +456,6 @@ class PartitionLoop:
             key = (record.topic, record.partition)
             first[key] = min(first.get(key, record.offset), record.offset)
         for (topic, partition), offset in first.items():
+            if self.models is not None and (topic, partition) in self.models.scorers:
+                offset = self.models.rebuild((topic, partition), offset)
             self.consumer.seek(TopicPartition(topic, partition, offset))

@@ -82,7 +82,7 @@ def test_replay_runs_files_through_the_worker_code_and_matches_scan(tmp_path: Pa
     replay = sigmaray("replay", "--rules", rules, str(dataset), str(truncated))
     scan = sigmaray("scan", "--rules", rules, str(dataset), str(truncated))
     assert replay.returncode == 0 and scan.returncode == 0, replay.stderr + scan.stderr
-    replayed = [json.loads(line) for line in replay.stdout.splitlines()]
+    replayed = [d for d in map(json.loads, replay.stdout.splitlines()) if d["kind"] == "sigma"]
     scanned = [json.loads(line) for line in scan.stdout.splitlines()]
     assert replayed and [(d["source"]["topic"], d["source"]["offset"], d["rule"]["id"]) for d in replayed] == [
         (m["source"]["file"], m["source"]["line"], m["rule"]["id"]) for m in scanned

@@ -124,7 +124,7 @@ def test_two_workers_on_three_partitions_process_every_event_and_match_offline_s
     engine = SigmaEngine(ruleset.rules)
     offline = sorted((e["sigmaray_test_id"], m.id) for e in events for m in engine.match(e))
     assert offline
-    detections = _drain(topics["out"], len(offline), timeout=60)
+    detections = [d for d in _drain(topics["out"], len(offline), timeout=60) if d["kind"] == "sigma"]
     got = sorted((d["event"]["sigmaray_test_id"], d["rule"]["id"]) for d in detections)
     assert got == offline
     assert all(d["ruleset_version"] == ruleset.version for d in detections)
@@ -186,7 +186,7 @@ def _kill_midstream(broker: str, ray_local: Any, guarantee: str) -> tuple[list[t
     assert _committed(group, topics["in"], 3) == len(events)
     engine = SigmaEngine(load_rules_from_paths([ROOT / "rules"]).rules)
     offline = {(e["sigmaray_test_id"], m.id) for e in events for m in engine.match(e)}
-    detections = _drain(topics["out"], len(offline), timeout=60)
+    detections = [d for d in _drain(topics["out"], len(offline), timeout=60) if d["kind"] == "sigma"]
     got = [(d["event"]["sigmaray_test_id"], d["rule"]["id"]) for d in detections]
     return got, offline, status
 
@@ -271,7 +271,7 @@ def test_a_rule_pushed_live_starts_matching_without_restart_and_a_deleted_rule_s
     finally:
         ray_local.get(supervisor.shutdown.remote(), timeout=120)
 
-    detections = _drain(topics["out"], 2, timeout=30)
+    detections = [d for d in _drain(topics["out"], 2, timeout=30) if d["kind"] == "sigma"]
     phases = sorted({d["event"]["sigmaray_test_id"].split(":")[0] for d in detections})
     assert {d["rule"]["id"] for d in detections} == {rule_id}
     assert phases == ["pushed"]  # nothing before the push, nothing after the delete
@@ -345,7 +345,8 @@ def test_broker_stopped_and_restarted_midstream_the_cluster_resumes_and_loses_no
             message = consumer.poll(1)
             if message is not None and not message.error():
                 detection = orjson.loads(message.value())
-                got.append((detection["event"]["sigmaray_test_id"], detection["rule"]["id"]))
+                if detection["kind"] == "sigma":
+                    got.append((detection["event"]["sigmaray_test_id"], detection["rule"]["id"]))
         consumer.close()
         assert set(got) == offline
         print(f"broker restart: {len(got)} detections, {len(got) - len(set(got))} duplicates, status {status}")

@@ -1,0 +1,128 @@
+"""Models benchmark: feature extraction + scoring speed per core, and memory per entity.
+
+1. Speed: the generator's realistic Windows stream (background + attacks), scored in batches of
+   500 exactly as a PartitionWorker does (EntityScorer.score_batch), one process, one core.
+   Modes run interleaved chunk by chunk in the same run (the machine is noisy): `features`
+   (entities + features only, no model), and each model named by --models. Reports events/s
+   (median of the chunks) and the ratio between modes.
+2. Memory: one million distinct entities through a scorer capped at a million, measured with
+   tracemalloc (Python heap) and RSS; reports bytes per entity.
+
+Usage: .venv/bin/python bench/models.py [--events 200000] [--models hst,loda] [--entities 1000000]
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import statistics
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cluster.generator import default_otrf_root, generate  # noqa: E402
+from models.eventtime import event_time_ms  # noqa: E402
+from models.features import DEFAULT_FEATURES, View  # noqa: E402
+from models.entities import extract_entities  # noqa: E402
+from models.features.categories import event_category  # noqa: E402
+from models.scorer import EntityScorer, ScorerConfig  # noqa: E402
+
+BATCH = 500
+
+
+class FeaturesOnly(EntityScorer):
+    """The scorer's per-event work without any model: the cost of the features themselves."""
+
+    def score_batch(self, events: Any, times_ms: Any, matched: Any) -> list[Any]:
+        for event, time_ms in zip(events, times_ms):
+            category = event_category(event)
+            for position, entity in enumerate(extract_entities(event, self.config.entity_fields)):
+                state = self.table.touch(str(entity), time_ms)
+                view = View(event, time_ms, entity, state, self.world, category, position == 0)
+                values: dict[str, float] = {}
+                for feature in DEFAULT_FEATURES:
+                    values.update(feature.compute(view))
+                for feature in DEFAULT_FEATURES:
+                    feature.learn(view)
+                state.count += 1
+                state.last_ms = max(state.last_ms, time_ms)
+        return []
+
+
+def speed(count: int, models: list[str], chunk: int) -> dict[str, Any]:
+    events = list(generate(count, seed=1, attack_share=0.01, otrf_root=default_otrf_root(ROOT)))
+    times = [event_time_ms(e) for e in events]
+    scorers: dict[str, EntityScorer] = {"features": FeaturesOnly(ScorerConfig())}
+    for name in models:
+        scorers[name] = EntityScorer(ScorerConfig(model=name))
+    rates: dict[str, list[float]] = {name: [] for name in scorers}
+    for start in range(0, count, chunk):
+        part = events[start:start + chunk]
+        part_times = times[start:start + chunk]
+        for name, scorer in scorers.items():
+            began = time.perf_counter()
+            for offset in range(0, len(part), BATCH):
+                scorer.score_batch(part[offset:offset + BATCH], part_times[offset:offset + BATCH],
+                                   [False] * len(part[offset:offset + BATCH]))
+            rates[name].append(len(part) / (time.perf_counter() - began))
+    medians = {name: round(statistics.median(r)) for name, r in rates.items()}
+    entities = {name: len(s.table) for name, s in scorers.items()}
+    return {"events": count, "chunk": chunk, "events_per_s": medians, "entities": entities,
+            "ratio_to_features": {n: round(medians[n] / medians["features"], 3) for n in models}}
+
+
+def memory(entities: int) -> dict[str, Any]:
+    scorer = EntityScorer(ScorerConfig(max_entities=entities))
+    start_ms = 1_795_000_000_000
+    # Every event names a new user on one of 50,000 hosts and a new source address: three
+    # entity types, and the user and address tables grow to `entities`.
+    def batch(first: int, size: int) -> list[dict[str, Any]]:
+        return [{"Channel": "Security", "EventID": 4624, "Computer": f"WS-{n % 50_000:05d}",
+                 "TargetUserName": f"user{n:07d}", "LogonType": "3", "TimeCreated_SystemTime": f"{(start_ms + n) / 1000}",
+                 "IpAddress": f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"} for n in range(first, first + size)]
+    gc.collect()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    made = 0
+    per_round = 10_000
+    target_events = entities // 2  # two new entities (user, address) per event
+    while made < target_events:
+        events = batch(made, per_round)
+        for event in events:
+            event["TimeCreated_SystemTime"] = None
+        times = [start_ms + n for n in range(made, made + per_round)]
+        scorer.score_batch(events, times, [False] * per_round)
+        made += per_round
+    heap = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    held = len(scorer.table)
+    return {"entities": held, "heap_bytes": heap, "heap_mib": round(heap / 2**20, 1),
+            "bytes_per_entity": round(heap / held), "max_rss_growth_mib": round((rss_after - rss_before) / 1024, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--chunk", type=int, default=10_000)
+    parser.add_argument("--models", default="hst,loda")
+    parser.add_argument("--entities", type=int, default=1_000_000)
+    args = parser.parse_args()
+    import json
+
+    result: dict[str, Any] = {"speed": speed(args.events, [m for m in args.models.split(",") if m], args.chunk)}
+    if args.entities:
+        result["memory"] = memory(args.entities)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Entity anomaly scoring (models/scorer.py) on the generator's realistic Windows stream."""
+
+from __future__ import annotations
+
+import pickle
+import random
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from cluster.generator import generate, generate_labeled
+from models.entities import extract_entities
+from models.eventtime import event_time_ms
+from models.scorer import EntityScorer, EventScores, ScorerConfig
+from models.state import EntityTable
+
+
+def _run(scorer: EntityScorer, events: list[dict[str, Any]], batch: int = 500,
+         matched: list[bool] | None = None) -> list[EventScores]:
+    out: list[EventScores] = []
+    flags = matched or [False] * len(events)
+    for start in range(0, len(events), batch):
+        chunk = events[start:start + batch]
+        out.extend(scorer.score_batch(chunk, [event_time_ms(e) for e in chunk], flags[start:start + batch]))
+    return out
+
+
+def _scores(results: list[EventScores]) -> list[tuple[str, float]]:
+    return [(s.entity, s.score) for r in results for s in r.entities]
+
+
+def _changed_behaviour(host: str, start: datetime, count: int, seed: int) -> list[dict[str, Any]]:
+    """One workstation turns into a beacon-and-recon box: odd hours, new tools, encoded command
+    lines, fresh destinations, a flood of events."""
+    rng = random.Random(seed)
+    tools = ["rclone.exe", "adfind.exe", "procdump64.exe", "psexec64.exe", "nltest.exe", "7za.exe", "plink.exe"]
+    events = []
+    moment = start
+    for number in range(count):
+        moment += timedelta(milliseconds=rng.randint(20, 200))
+        tool = rng.choice(tools)
+        stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+        if number % 2:
+            events.append({"Channel": "Microsoft-Windows-Sysmon/Operational", "EventID": 3, "Computer": host,
+                           "TimeCreated_SystemTime": stamp, "UtcTime": stamp, "User": "CORP\\b.schmidt",
+                           "Image": f"C:\\ProgramData\\{tool}", "DestinationIp": f"185.{rng.randint(1, 250)}.{rng.randint(1, 250)}.{rng.randint(1, 250)}",
+                           "DestinationPort": str(rng.choice([4444, 8443, 53, 6667])), "SourceIp": "10.20.1.12"})
+        else:
+            blob = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") for _ in range(900))
+            events.append({"Channel": "Microsoft-Windows-Sysmon/Operational", "EventID": 1, "Computer": host,
+                           "TimeCreated_SystemTime": stamp, "UtcTime": stamp, "User": "CORP\\b.schmidt",
+                           "Image": f"C:\\ProgramData\\{tool}", "ParentImage": "C:\\Windows\\System32\\rundll32.exe",
+                           "CommandLine": f"{tool} -enc {blob}"})
+    return events
+
+
+def test_an_entity_that_changes_behaviour_scores_above_the_99th_percentile_of_the_baseline() -> None:
+    background = list(generate(40_000, seed=4, attack_share=0.0))
+    scorer = EntityScorer(ScorerConfig(seed=1))
+    warm, normal = background[:30_000], background[30_000:]
+    _run(scorer, warm)
+    baseline = [s for _, s in _scores(_run(scorer, normal))]
+    last = datetime.fromisoformat(normal[-1]["TimeCreated_SystemTime"].replace("Z", "+00:00"))
+    # 03:00 the next night: outside the office's hours
+    night = (last + timedelta(days=1)).replace(hour=3, minute=0)
+    changed = _changed_behaviour("WS-HR-02", night, 200, seed=9)
+    results = _run(scorer, changed)
+    host_scores = [s.score for r in results for s in r.entities if s.entity == "host:ws-hr-02"]
+    p99 = float(np.quantile(baseline, 0.99))
+    assert p99 < 1.0
+    assert float(np.median(host_scores)) > p99, (np.median(host_scores), p99)
+    alerts = [s for r in results for s in r.entities if s.alert and s.entity == "host:ws-hr-02"]
+    assert alerts and alerts[0].reasons  # explained: which features were unusual
+    assert len(alerts) <= 2  # the cooldown: one detection per burst, not one per event
+
+
+def test_scores_do_not_depend_on_batching_and_a_restored_checkpoint_continues_identically() -> None:
+    events = list(generate(12_000, seed=6, attack_share=0.02))
+    whole = _scores(_run(EntityScorer(ScorerConfig(seed=3, calibration_window=500)), events, batch=500))
+    assert whole == _scores(_run(EntityScorer(ScorerConfig(seed=3, calibration_window=500)), events, batch=37))
+    first = EntityScorer(ScorerConfig(seed=3, calibration_window=500))
+    head = _scores(_run(first, events[:7_001], batch=211))
+    restored = pickle.loads(pickle.dumps(first))
+    tail = _scores(_run(restored, events[7_001:], batch=499))
+    assert head + tail == whole
+    assert max(s for _, s in whole) > 0.9  # not a vacuous equality of zeros
+
+
+def test_events_that_matched_a_sigma_rule_are_not_learned() -> None:
+    events = list(generate(3_000, seed=2, attack_share=0.0))
+    learning = EntityScorer(ScorerConfig(seed=0, calibration_window=200))
+    alerted = EntityScorer(ScorerConfig(seed=0, calibration_window=200))
+    _run(learning, events)
+    _run(alerted, events, matched=[True] * len(events))
+    for kind, model in alerted.active.types.items():  # the models learned nothing: still as built
+        assert pickle.dumps(model.estimator) == pickle.dumps(model.estimator.clone()), kind
+    assert any(pickle.dumps(m.estimator) != pickle.dumps(m.estimator.clone()) for m in learning.active.types.values())
+
+
+def test_eviction_keeps_the_table_under_its_cap_and_forgets_idle_entities_by_event_time() -> None:
+    table = EntityTable(max_entities=1_000, ttl_ms=3_600_000)
+    for number in range(50_000):
+        table.touch(f"user:u{number}", 1_000 * number)
+        assert len(table) <= 1_000
+    assert table.stats.capped + table.stats.expired == 49_000
+    assert "user:u49999" in table and "user:u0" not in table
+    quiet = EntityTable(max_entities=1_000, ttl_ms=60_000)
+    for number in range(10):
+        quiet.touch(f"host:h{number}", 0)
+    quiet.touch("host:late", 120_000)  # two minutes later in event time: the others expire
+    assert len(quiet) == 1 and quiet.stats.expired == 10
+
+
+def test_scorer_memory_stays_under_its_entity_cap_with_many_entities() -> None:
+    scorer = EntityScorer(ScorerConfig(max_entities=5_000))
+    start = 1_795_000_000_000
+    events = [{"Channel": "Security", "EventID": 4624, "Computer": f"WS-{n % 20_000:05d}",
+               "TargetUserName": f"user{n}", "LogonType": "3", "IpAddress": f"10.{n % 250}.{n % 7}.{n % 200}",
+               "TimeCreated_SystemTime": datetime.fromtimestamp((start + n * 10) / 1000, UTC).isoformat()}
+              for n in range(40_000)]
+    _run(scorer, events)
+    assert len(scorer.table) == 5_000
+    assert scorer.table.stats.capped > 0
+
+
+def test_per_entity_state_is_under_two_kibibytes() -> None:
+    events = list(generate(20_000, seed=8, attack_share=0.0))
+
+    def rehosted(prefix: str) -> list[dict[str, Any]]:
+        # the generator's realistic activity spread over 2,000 hosts and 2,000 users
+        rng = random.Random(1)
+        return [dict(e, Computer=f"{prefix}-{rng.randrange(2_000):04d}", User=f"CORP\\{prefix}{rng.randrange(2_000)}")
+                for e in events]
+
+    first, second = rehosted("a"), rehosted("b")
+    scorer = EntityScorer()
+    _run(scorer, first)  # models, sketches and caches exist before measuring
+    known = len(scorer.table)
+    tracemalloc.start()
+    _run(scorer, second)  # the same activity by new hosts and users
+    grown_bytes = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    new_entities = len(scorer.table) - known
+    assert new_entities > 3_000
+    assert grown_bytes / new_entities < 2_048, grown_bytes / new_entities
+
+
+def test_entities_of_a_flattened_windows_event() -> None:
+    event = next(e for e in generate(500, seed=1, attack_share=0.0) if e.get("EventID") == 1)
+    kinds = {e.type for e in extract_entities(event)}
+    assert {"host", "process"} <= kinds
+    assert not [e for e in extract_entities({"Computer": "-", "User": "NT AUTHORITY\\SYSTEM"})]
+
+
+def test_labeled_attacks_score_higher_than_background_on_average() -> None:
+    items = list(generate_labeled(30_000, seed=12, attack_share=0.02))
+    scorer = EntityScorer(ScorerConfig(seed=2))
+    results = _run(scorer, [i.event for i in items])
+    attack = [r.max_score for i, r in zip(items, results) if i.attack][200:] or [0.0]
+    benign = [r.max_score for i, r in zip(items, results) if not i.attack][10_000:]
+    assert np.mean(attack) > np.mean(benign) + 0.1, (np.mean(attack), np.mean(benign))
