@@ -29,9 +29,6 @@ sys.path.insert(0, str(ROOT))
 
 from cluster.generator import default_otrf_root, generate  # noqa: E402
 from models.eventtime import event_time_ms  # noqa: E402
-from models.features import DEFAULT_FEATURES, View  # noqa: E402
-from models.entities import extract_entities  # noqa: E402
-from models.features.categories import event_category  # noqa: E402
 from models.scorer import EntityScorer, ScorerConfig  # noqa: E402
 
 BATCH = 500
@@ -41,18 +38,7 @@ class FeaturesOnly(EntityScorer):
     """The scorer's per-event work without any model: the cost of the features themselves."""
 
     def score_batch(self, events: Any, times_ms: Any, matched: Any) -> list[Any]:
-        for event, time_ms in zip(events, times_ms):
-            category = event_category(event)
-            for position, entity in enumerate(extract_entities(event, self.config.entity_fields)):
-                state = self.table.touch(str(entity), time_ms)
-                view = View(event, time_ms, entity, state, self.world, category, position == 0)
-                values: dict[str, float] = {}
-                for feature in DEFAULT_FEATURES:
-                    values.update(feature.compute(view))
-                for feature in DEFAULT_FEATURES:
-                    feature.learn(view)
-                state.count += 1
-                state.last_ms = max(state.last_ms, time_ms)
+        self.features_of(events, times_ms)
         return []
 
 

@@ -71,5 +71,7 @@ def run_guarded(func: Any, args: argparse.Namespace) -> int:
         return int(func(args) or 0)
     except SigmaRayError as error:
         return fail(str(error))
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): cli.main ends quietly
     except OSError as error:
         return fail(f"{error.filename or ''}: {error.strerror or error}")

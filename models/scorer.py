@@ -25,7 +25,8 @@ from models.estimators.base import Estimator
 from models.features import DEFAULT_FEATURES, Feature, View, World, feature_names
 from models.features.categories import event_category
 from models.registry import get_model
-from models.state import EntityTable
+from models.estimators.sad import sad_learn, sad_score
+from models.state import EntityState, EntityTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,7 @@ class ScorerConfig:
     alert_cooldown_ms: int = 300_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a setattr per field, per entity
 class EntityScore:
     entity: str  # "type:key"
     entity_type: str
@@ -105,6 +106,13 @@ class ModelSlot:
     def label(self) -> str:
         return f"{self.spec_name}@{self.version}"
 
+    @property
+    def state_keys(self) -> tuple[str, str, str]:
+        keys = self.__dict__.get("_keys")
+        if keys is None:
+            keys = self.__dict__["_keys"] = (f"{self.label}:n", f"{self.label}:mean", f"{self.label}:m2")
+        return keys
+
     def for_type(self, entity_type: str) -> _TypeModel:
         model = self.types.get(entity_type)
         if model is None:
@@ -121,6 +129,7 @@ class _Row:
     position: int  # the entity's place in the event (results keep extraction order)
     entity: Entity
     features: list[float]
+    state: EntityState
 
 
 class EntityScorer:
@@ -167,9 +176,10 @@ class EntityScorer:
 
     # ---------------------------------------------------------------- scoring
 
-    def score_batch(
-        self, events: Sequence[Mapping[str, Any]], times_ms: Sequence[int | None], matched: Sequence[bool]
-    ) -> list[EventScores]:
+    def features_of(
+        self, events: Sequence[Mapping[str, Any]], times_ms: Sequence[int | None]
+    ) -> tuple[dict[str, list[_Row]], list[int]]:
+        """Entities and their features (each feature scored, then learned), grouped by entity type."""
         rows_by_type: dict[str, list[_Row]] = {}
         times: list[int] = []
         for index, (event, time_ms) in enumerate(zip(events, times_ms)):
@@ -194,41 +204,56 @@ class EntityScorer:
                 state.count += 1
                 if time_ms > state.last_ms:
                     state.last_ms = time_ms
-                rows_by_type.setdefault(entity.type, []).append(_Row(index, position, entity, values))
+                rows_by_type.setdefault(entity.type, []).append(_Row(index, position, entity, values, state))
+        return rows_by_type, times
+
+    def score_batch(
+        self, events: Sequence[Mapping[str, Any]], times_ms: Sequence[int | None], matched: Sequence[bool]
+    ) -> list[EventScores]:
+        rows_by_type, times = self.features_of(events, times_ms)
         allowed = np.asarray([not m for m in matched], dtype=bool)
-        results: list[list[tuple[int, EntityScore]]] = [[] for _ in events]
+        results: list[list[EntityScore]] = [[] for _ in events]
+        for rows in rows_by_type.values():
+            for row in rows:
+                results[row.event].append(None)  # type: ignore[arg-type]  # a slot per entity, filled below
         shadows: list[dict[str, float]] = [{} for _ in events]
         for entity_type, rows in rows_by_type.items():
             X = np.array([r.features for r in rows], dtype=np.float64)
             allow = allowed[[r.event for r in rows]]
-            scores, raws, anomalous = self._run(self.active.for_type(entity_type), X, allow)
+            scores, raws, anomalous = self._run(self.active, entity_type, X, allow, rows)
             if self.shadow is not None:
-                shadow_scores, _, _ = self._run(self.shadow.for_type(entity_type), X, allow)
+                shadow_scores, _, _ = self._run(self.shadow, entity_type, X, allow, rows)
                 for row, score in zip(rows, shadow_scores):
                     shadows[row.event][row.entity.id] = round(float(score), 6)
             model = self.active.for_type(entity_type)
             for row, vector, score, raw, flag in zip(rows, X, scores, raws, anomalous):
                 alert = bool(flag) and self._first_in_cooldown(row.entity.id, times[row.event])
                 reasons = self._reasons(model, vector) if flag else ()
-                results[row.event].append((row.position, EntityScore(row.entity.id, entity_type, float(score), float(raw),
-                                                      tuple(row.features), self.names, bool(flag), alert, reasons)))
-        return [EventScores([e for _, e in sorted(r, key=lambda item: item[0])], s) for r, s in zip(results, shadows)]
+                results[row.event][row.position] = EntityScore(row.entity.id, entity_type, float(score), float(raw),
+                                                               tuple(row.features), self.names, bool(flag), alert, reasons)
+        return [EventScores(r, s) for r, s in zip(results, shadows)]
 
-    def _run(self, model: _TypeModel, X: np.ndarray, allow: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _run(self, slot: ModelSlot, entity_type: str, X: np.ndarray, allow: np.ndarray,
+             rows: list[_Row]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Scores then learns the rows in order, cut where the calibrator's window swaps.
 
         The calibrator sees every score, alerts included: it estimates the score distribution,
         and if it skipped the top scores its reference would shrink window after window (each
         threshold cutting the next reference short). Only the model skips what is alerted on."""
         threshold = self.config.threshold
+        model = slot.for_type(entity_type)
         calibrated: list[np.ndarray] = []
         raws: list[np.ndarray] = []
         start = 0
         while start < len(X):
             calibrator = model.calibrator
             end = start + calibrator.remaining()
-            raw, learned = model.estimator.score_learn_many(X[start:end], allow[start:end], calibrator.cutoff(threshold),
-                                                             len(X))
+            if slot.spec.kind == "univariate":
+                raw, learned = self._per_entity(slot, X[start:end], allow[start:end], rows[start:end],
+                                                calibrator.cutoff(threshold))
+            else:
+                raw, learned = model.estimator.score_learn_many(X[start:end], allow[start:end],
+                                                                 calibrator.cutoff(threshold), len(X))
             done = len(raw)
             calibrated.append(calibrator.calibrate_many(raw))
             raws.append(raw)
@@ -245,6 +270,23 @@ class EntityScorer:
         score = np.concatenate(calibrated) if calibrated else np.zeros(0)
         raw_all = np.concatenate(raws) if raws else np.zeros(0)
         return score, raw_all, score >= threshold
+
+    def _per_entity(self, slot: ModelSlot, X: np.ndarray, allow: np.ndarray, rows: list[_Row],
+                    cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+        """A univariate spec (SAD): one tiny state per entity, kept in the entity's own values."""
+        column = self.names.index(slot.spec.params["feature"])
+        keys = slot.state_keys  # shared key strings: an entity's dict holds no copy of them
+        raw = np.empty(len(X))
+        learned = np.zeros(len(X), dtype=bool)
+        for i, (row, value) in enumerate(zip(rows, X[:, column].tolist())):
+            values = row.state.values
+            state = (values.get(keys[0], 0.0), values.get(keys[1], 0.0), values.get(keys[2], 0.0))
+            # Too little history says nothing yet: score 0 until a few values are learned.
+            raw[i] = sad_score(state, value) if state[0] >= 3 else 0.0
+            if allow[i] and raw[i] < cutoff:
+                values[keys[0]], values[keys[1]], values[keys[2]] = sad_learn(state, value)
+                learned[i] = True
+        return raw, learned
 
     def _first_in_cooldown(self, entity: str, time_ms: int) -> bool:
         state = self.table.get(entity)

@@ -163,9 +163,9 @@ class HalfSpaceTrees:
         limit = min(max_learn, self.window_size - self._counter)
         total = 0
         pos = 0
-        # At least `limit - total` rows are needed to learn that many: scoring them is never
-        # wasted. Only a scaler cut (below) can end a block early.
-        block = min(max(limit, 16), _MAX_BLOCK)
+        # At least `limit` rows are needed to learn that many; a few more spare a second pass
+        # when the cutoff or `allow` skips some. Only a scaler cut (below) ends a block early.
+        block = min(max(limit + limit // 8, 16), _MAX_BLOCK)
         while True:
             rows = X[pos:pos + block]
             paths = self._paths(self._transform(rows))
