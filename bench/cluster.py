@@ -6,7 +6,10 @@
 2. Latency: produce at a fixed rate (default: half the measured throughput) and measure, for each
    detection, consumer receive time minus the input record's CreateTime.
 
-Usage: .venv/bin/python bench/cluster.py [--copies 2] [--rate R] [--seconds 30]
+With --models both (the default) it runs the whole measurement with the entity anomaly models
+off, then on, and reports the throughput ratio.
+
+Usage: .venv/bin/python bench/cluster.py [--copies 2] [--rate R] [--seconds 30] [--models both|on|off]
 Needs the dev broker (`sigmaray kafka up`). Prints one JSON object.
 """
 
@@ -60,8 +63,9 @@ def create_topics(run: str, partitions: int) -> dict[str, str]:
     return topics
 
 
-def make_supervisor(topics: dict[str, str], group: str) -> object:
+def make_supervisor(topics: dict[str, str], group: str, models: bool) -> object:
     config = config_from_dict({
+        "models": {"enabled": models, "checkpoint_url": str(Path("/tmp") / f"sigmaray-bench-{group}")},
         "kafka": {"bootstrap_servers": BOOTSTRAP, "input_topics": [topics["in"]], "detections_topic": topics["out"],
                   "dead_letter_topic": topics["dlq"], "group_id": group},
         "processing": {"batch_size": 2000, "batch_timeout_ms": 100},
@@ -71,7 +75,7 @@ def make_supervisor(topics: dict[str, str], group: str) -> object:
     return Supervisor.remote(config_to_dict(config))
 
 
-def throughput(lines: list[bytes], copies: int, partitions: int) -> dict[str, float]:
+def throughput(lines: list[bytes], copies: int, partitions: int, models: bool) -> dict[str, float]:
     run = uuid.uuid4().hex[:8]
     topics = create_topics(run, partitions)
     producer = Producer({"bootstrap.servers": BOOTSTRAP, "linger.ms": 20, "batch.num.messages": 10000})
@@ -87,7 +91,7 @@ def throughput(lines: list[bytes], copies: int, partitions: int) -> dict[str, fl
             total += 1
     producer.flush(120)
     group = f"bench-{run}"
-    supervisor = make_supervisor(topics, group)
+    supervisor = make_supervisor(topics, group, models)
     started = time.monotonic()
     ray.get(supervisor.start.remote(), timeout=300)
     first = None
@@ -106,11 +110,11 @@ def throughput(lines: list[bytes], copies: int, partitions: int) -> dict[str, fl
             "events_per_s": round(measured / (end - first[0]), 1)}
 
 
-def latency(lines: list[bytes], rate: float, seconds: float, partitions: int) -> dict[str, float]:
+def latency(lines: list[bytes], rate: float, seconds: float, partitions: int, models: bool) -> dict[str, float]:
     run = uuid.uuid4().hex[:8]
     topics = create_topics(run, partitions)
     group = f"bench-{run}"
-    supervisor = make_supervisor(topics, group)
+    supervisor = make_supervisor(topics, group, models)
     ray.get(supervisor.start.remote(), timeout=300)
     time.sleep(10)  # let both workers finish compiling before the clock starts
     samples: list[float] = []
@@ -160,13 +164,21 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--rate", type=float, default=0, help="latency run rate (default: half the throughput)")
     parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--models", choices=("on", "off", "both"), default="both",
+                        help="entity anomaly models in the workers (both: off then on, in one run)")
     args = parser.parse_args()
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     lines = otrf_lines()
     result: dict[str, object] = {"rules": "SigmaHQ rules + emerging + hunting + compliance", "workers": 2}
-    result["throughput"] = throughput(lines, args.copies, args.partitions)
-    rate = args.rate or result["throughput"]["events_per_s"] / 2  # type: ignore[index]
-    result["latency"] = latency(lines, rate, args.seconds, args.partitions)
+    modes = {"on": [True], "off": [False], "both": [False, True]}[args.models]
+    for models in modes:
+        name = "models_on" if models else "models_off"
+        measured = throughput(lines, args.copies, args.partitions, models)
+        rate = args.rate or measured["events_per_s"] / 2
+        result[name] = {"throughput": measured, "latency": latency(lines, rate, args.seconds, args.partitions, models)}
+    if len(modes) == 2:
+        result["throughput_ratio_on_to_off"] = round(
+            result["models_on"]["throughput"]["events_per_s"] / result["models_off"]["throughput"]["events_per_s"], 3)  # type: ignore[index]
     print(orjson.dumps(result).decode())
 
 

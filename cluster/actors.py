@@ -127,9 +127,25 @@ class Supervisor:
         self.monitor = threading.Thread(target=self._watch, daemon=True)
 
     def start(self) -> list[str]:
+        self._check_output_topics()
         self.scale(self.parsed.workers)
         self.monitor.start()
         return sorted(self.workers)
+
+    def _check_output_topics(self) -> None:
+        """Workers produce to these; a missing one would stall every batch, so say so up front."""
+        from confluent_kafka import KafkaException
+
+        kafka = self.parsed.kafka
+        try:
+            metadata = AdminClient({"bootstrap.servers": kafka.bootstrap_servers, **kafka.client}).list_topics(timeout=10)
+        except KafkaException:
+            return  # broker unreachable now: workers wait for it and report the outage in status
+        missing = [t for t in (kafka.detections_topic, kafka.dead_letter_topic)
+                   if t not in metadata.topics or metadata.topics[t].error is not None]
+        if missing:
+            raise RuntimeError(f"output topic(s) {', '.join(missing)} do not exist on {kafka.bootstrap_servers}: "
+                               "create them (or enable auto.create.topics.enable on the broker)")
 
     def partitions(self) -> list[tuple[str, int]]:
         admin = AdminClient({"bootstrap.servers": self.parsed.kafka.bootstrap_servers, **self.parsed.kafka.client})

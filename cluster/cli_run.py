@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -37,17 +39,27 @@ def register(commands: Any) -> None:
 
 
 def _connect(address: str | None) -> Any:
+    if address not in (None, "auto", "local") and "RAY_AUTH_MODE" not in os.environ and _TOKEN.is_file():
+        # Ray (2.59+) gives a local cluster a token in ~/.ray/auth_token but only sends it on its
+        # own to a cluster it found by itself; `--address HOST:PORT` must ask for it, before Ray
+        # is imported (its config is read at import).
+        os.environ["RAY_AUTH_MODE"] = "token"
     import ray
 
     from cluster.actors import NAMESPACE
 
-    ray.init(address=address, namespace=NAMESPACE, include_dashboard=False, logging_level="WARNING")
+    context = ray.init(address=address, namespace=NAMESPACE, include_dashboard=False, logging_level="WARNING")
+    _CONTEXT.update(context.address_info)
     return ray
+
+
+_TOKEN = Path.home() / ".ray" / "auth_token"
+_CONTEXT: dict[str, Any] = {}  # the Ray instance the last _connect joined (address, metrics port)
 
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    ray = _connect(args.address)
+    ray = _connect(args.address or "local")  # a new local Ray unless told which cluster to join
     from cluster.actors import SUPERVISOR_NAME, Supervisor, config_to_dict
 
     supervisor = Supervisor.options(name=SUPERVISOR_NAME, lifetime="detached" if args.address else None).remote(
@@ -55,6 +67,9 @@ def _run(args: argparse.Namespace) -> int:
     )
     workers = ray.get(supervisor.start.remote())
     print(f"sigmaray: supervisor started with {len(workers)} workers on {config.kafka.input_topics}", file=sys.stderr)
+    print(f"sigmaray: Ray at {_CONTEXT.get('gcs_address')} (`sigmaray status --address {_CONTEXT.get('gcs_address')}`), "
+          f"Prometheus metrics at http://{_CONTEXT.get('node_ip_address')}:{_CONTEXT.get('metrics_export_port')}/metrics",
+          file=sys.stderr, flush=True)
     deadline = time.monotonic() + args.for_seconds if args.for_seconds else None
     try:
         while deadline is None or time.monotonic() < deadline:

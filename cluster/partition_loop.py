@@ -75,7 +75,7 @@ class PartitionLoop:
     def __init__(self, config: ClusterConfig, worker: str) -> None:
         self.config = config
         settings = DetectionSettings(config.kafka.detections_topic, config.kafka.dead_letter_topic,
-                                     shadow_topic=config.models.shadow_topic)
+                                     shadow_topic=self._existing(config, config.models.shadow_topic))
         self.models = PartitionModels(config.models, config.kafka.group_id) if config.models.enabled else None
         self.live: LiveRules | None = None
         if config.rules.topic:
@@ -124,6 +124,22 @@ class PartitionLoop:
             self._applied = applied
         return applied.wait(wait) if wait else False
 
+    @staticmethod
+    def _existing(config: ClusterConfig, topic: str) -> str:
+        """`topic` if the broker has it, else "": a shadow model's scores are then computed but not
+        published (status says so), rather than wedging the producer on a topic that never comes."""
+        if not topic or not config.models.enabled:
+            return ""
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            metadata = AdminClient({"bootstrap.servers": config.kafka.bootstrap_servers, **config.kafka.client}).list_topics(
+                topic, timeout=15)
+        except KafkaException:
+            return topic  # broker unreachable now: assume the operator created it
+        info = metadata.topics.get(topic)
+        return topic if info is not None and info.error is None else ""
+
     def model_command(self, command: str, name: str = "", wait: float = 60) -> dict[str, Any]:
         """shadow NAME | promote [NAME] | rollback, applied between batches to every owned
         partition's scorer, so no batch sees two models and no event is skipped."""
@@ -143,6 +159,9 @@ class PartitionLoop:
                 if self.models is None:
                     raise ValueError("models are disabled in this cluster's config (models.enabled: false)")
                 reply.update(self.models.command(command, name))
+                if not self.detector.settings.shadow_topic and reply.get("shadow"):
+                    reply["warning"] = (f"shadow topic {self.config.models.shadow_topic!r} does not exist: "
+                                        "shadow scores are computed but not published")
             except Exception as error:  # a bad name: reported to the caller, the loop goes on
                 reply["error"] = f"{type(error).__name__}: {error}"
             done.set()

@@ -49,19 +49,25 @@ def normalize(entity_type: str, value: str) -> str:
     return value
 
 
-_KNOWN: dict[tuple[str, str], Entity | None] = {}
+# Hosts, users and images repeat endlessly: each distinct raw value becomes an Entity once
+# (None when it names no one), per entity type. Bounded: cleared when it grows past the cap.
+_KNOWN: dict[str, dict[str, Entity | None]] = {}
+_CACHE_CAP = 200_000
 
 
 def _entity(entity_type: str, value: str) -> Entity | None:
-    # Hosts, users and images repeat endlessly: build each distinct entity once (bounded cache).
-    found = _KNOWN.get((entity_type, value), False)
-    if found is False:
-        if len(_KNOWN) > 100_000:
-            _KNOWN.clear()
-        key = normalize(entity_type, value)
-        found = None if key in _NOBODY or key.endswith("$") else Entity(entity_type, key)  # computer accounts act for the host
-        _KNOWN[(entity_type, value)] = found
-    return found  # type: ignore[return-value]
+    cache = _KNOWN.get(entity_type)
+    if cache is None:
+        cache = _KNOWN[entity_type] = {}
+    if value in cache:
+        return cache[value]
+    if len(cache) > _CACHE_CAP:
+        cache.clear()
+    key = normalize(entity_type, value)
+    # computer accounts (NAME$) act for their host, which is already an entity
+    found = None if key in _NOBODY or key.endswith("$") else Entity(entity_type, key)
+    cache[value] = found
+    return found
 
 
 def extract_entities(
@@ -69,16 +75,20 @@ def extract_entities(
 ) -> list[Entity]:
     """One entity per type at most, in the order of `fields`; empty and placeholder values skipped."""
     found: list[Entity] = []
+    get = event.get
     for entity_type, names in fields.items():
+        cache = _KNOWN.get(entity_type) or {}
         for name in names:
-            value = event.get(name)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                value = str(value)
-            if not isinstance(value, str):
+            value = get(name)
+            if value is None:
                 continue
-            entity = _entity(entity_type, value)
-            if entity is None:
+            if value.__class__ is str:
+                entity = cache[value] if value in cache else _entity(entity_type, value)
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                entity = _entity(entity_type, str(value))
+            else:
                 continue
-            found.append(entity)
-            break
+            if entity is not None:
+                found.append(entity)
+                break
     return found

@@ -50,7 +50,7 @@ class EntityScore:
     entity_type: str
     score: float  # calibrated, [0, 1]
     raw: float
-    vector: tuple[float, ...]  # the feature values, in the order of `names`
+    vector: list[float]  # the feature values, in the order of `names`
     names: tuple[str, ...]
     anomalous: bool
     alert: bool = False  # anomalous, and the first time within the cooldown: emit a detection
@@ -200,7 +200,7 @@ class EntityScorer:
                 view.entity, view.state, view.first = entity, state, position == 0
                 values: list[float] = []
                 for feature in self.features:
-                    values.extend(feature.step(view))
+                    values += feature.step(view)
                 state.count += 1
                 if time_ms > state.last_ms:
                     state.last_ms = time_ms
@@ -226,11 +226,15 @@ class EntityScorer:
                 for row, score in zip(rows, shadow_scores):
                     shadows[row.event][row.entity.id] = round(float(score), 6)
             model = self.active.for_type(entity_type)
-            for row, vector, score, raw, flag in zip(rows, X, scores, raws, anomalous):
-                alert = bool(flag) and self._first_in_cooldown(row.entity.id, times[row.event])
-                reasons = self._reasons(model, vector) if flag else ()
-                results[row.event][row.position] = EntityScore(row.entity.id, entity_type, float(score), float(raw),
-                                                               tuple(row.features), self.names, bool(flag), alert, reasons)
+            names = self.names
+            for i, (row, score, raw, flag) in enumerate(zip(rows, scores.tolist(), raws.tolist(), anomalous.tolist())):
+                if flag:
+                    alert = self._first_in_cooldown(row.entity.id, times[row.event])
+                    reasons = self._reasons(model, X[i])
+                else:
+                    alert, reasons = False, ()
+                results[row.event][row.position] = EntityScore(row.entity.id, entity_type, score, raw, row.features,
+                                                               names, flag, alert, reasons)
         return [EventScores(r, s) for r, s in zip(results, shadows)]
 
     def _run(self, slot: ModelSlot, entity_type: str, X: np.ndarray, allow: np.ndarray,

@@ -13,6 +13,8 @@ MODULES = [
     "models.estimators.sad",
     "models.calibration",
     "models.registry",
+    "models.sketch",
+    "models.features.commandline",
 ]
 
 
