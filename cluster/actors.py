@@ -138,7 +138,7 @@ class Supervisor:
 
         kafka = self.parsed.kafka
         try:
-            metadata = AdminClient({"bootstrap.servers": kafka.bootstrap_servers, **kafka.client}).list_topics(timeout=10)
+            metadata = AdminClient({"bootstrap.servers": kafka.bootstrap_servers, **kafka.client}).list_topics(timeout=5)
         except KafkaException:
             return  # broker unreachable now: workers wait for it and report the outage in status
         missing = [t for t in (kafka.detections_topic, kafka.dead_letter_topic)

@@ -452,7 +452,8 @@ def test_ray_up_on_localhost_installs_sigmaray_starts_ray_and_the_supervisor_and
         deadline = time.monotonic() + 120
         while True:
             supervisor = ray_exec("cd ~/sigmaray && .venv/bin/sigmaray status --address auto --json")
-            if supervisor.returncode == 0 or time.monotonic() > deadline:
+            started = supervisor.returncode == 0 and json.loads(supervisor.stdout.strip().splitlines()[-1])["workers"]
+            if started or time.monotonic() > deadline:  # the supervisor exists, then starts its worker
                 break
             time.sleep(3)
         logs = ray_exec("ray job logs sigmaray-supervisor")
