@@ -369,7 +369,11 @@ class PartitionLoop:
         for partition, offset in last.items():
             self.models.processed(partition, offset)
         if self.models.checkpoint_due():
-            self.models.save_all()
+            try:
+                self.models.save_all()
+            except Exception as error:  # storage down: keep processing; the next save retries
+                self.models.errors.append(f"checkpoint save: {type(error).__name__}: {error}")
+                self.metrics.last_error = self.models.errors[-1]
 
     def update_lag(self) -> None:
         """Consumer lag per owned partition (high watermark minus position), for status and metrics."""

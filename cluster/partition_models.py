@@ -69,7 +69,10 @@ class PartitionModels:
 
     def release(self, partition: Partition) -> None:
         """Gives up ownership after a completed batch: saves the state for the next owner."""
-        self._save(partition)
+        try:
+            self._save(partition)
+        except Exception as error:  # the next owner starts from the last good checkpoint instead
+            self.errors.append(f"checkpoint of {partition[0]}[{partition[1]}] on release: {type(error).__name__}: {error}")
         for table in (self.scorers, self.next_offset, self.origin, self.replay_until):
             table.pop(partition, None)  # type: ignore[attr-defined]
 
@@ -135,9 +138,9 @@ class PartitionModels:
         return time.monotonic() - self.last_saved >= self.config.checkpoint_interval_s
 
     def save_all(self) -> None:
+        self.last_saved = time.monotonic()  # a failing store is retried at the next interval, not every batch
         for partition in list(self.scorers):
             self._save(partition)
-        self.last_saved = time.monotonic()
 
     def _save(self, partition: Partition) -> None:
         scorer = self.scorers.get(partition)
@@ -157,7 +160,8 @@ class PartitionModels:
     def metrics(self) -> dict[str, Any]:
         entities = sum(len(s.table) for s in self.scorers.values())
         scorer = next(iter(self.scorers.values()), None)
-        return {"entities": entities, "checkpoints_saved": self.saved, "checkpoints_restored": self.restored,
+        no_time = sum(s.skipped_no_time for s in self.scorers.values())
+        return {"entities": entities, "events_without_time": no_time, "checkpoints_saved": self.saved, "checkpoints_restored": self.restored,
                 "replayed_for_state": self.replayed, "model": scorer.model_label if scorer else self.config.model,
                 "shadow": scorer.shadow_label if scorer else (self.config.shadow or None),
                 "checkpoint_errors": self.errors[-3:]}

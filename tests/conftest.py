@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +40,27 @@ def regression_manifest() -> list[dict[str, Any]]:
 
 def otrf_files() -> list[Path]:
     return sorted((OTRF / "jsonl").rglob("*.jsonl"))
+
+
+BOOTSTRAP = "127.0.0.1:9092"
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[str]:
+    """The development broker (`sigmaray kafka up`): started if it is not running, and stopped
+    after the last module that needed it, unless something else started it."""
+    from cluster import kafka_dev
+
+    with kafka_dev.shared_broker():
+        yield BOOTSTRAP
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[Any]:
+    """A Ray of the module's own (`address="local"`: never another test's or a `ray up` one)."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=f"test-{uuid.uuid4().hex[:6]}",
+             logging_level="WARNING")
+    yield ray
+    ray.shutdown()

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 import yaml
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -24,16 +23,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from cluster.generator import generate
 from tests.conftest import OTRF, ROOT
 
-BOOTSTRAP = "127.0.0.1:9092"
 SIGMARAY = [sys.executable, "-m", "cluster.cli"]
 
-
-@pytest.fixture(scope="module")
-def broker() -> Any:
-    from cluster import kafka_dev
-
-    with kafka_dev.shared_broker():
-        yield BOOTSTRAP
 
 
 def _cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -23,28 +22,11 @@ from cluster.rulefiles import load_rules_from_paths
 from detectors.engine import SigmaEngine
 from models.eventtime import event_time_ms
 from models.scorer import EntityScorer
-from tests.conftest import OTRF, ROOT
+from tests.conftest import BOOTSTRAP, OTRF, ROOT
 
-BOOTSTRAP = "127.0.0.1:9092"
 PARTITIONS = 3
 
 
-@pytest.fixture(scope="module")
-def broker() -> Any:
-    from cluster import kafka_dev
-
-    with kafka_dev.shared_broker():
-        yield BOOTSTRAP
-
-
-@pytest.fixture(scope="module")
-def ray_local() -> Any:
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=f"test-{uuid.uuid4().hex[:6]}",
-             logging_level="WARNING")
-    yield ray
-    ray.shutdown()
 
 
 def _partition(event: dict[str, Any]) -> int:
