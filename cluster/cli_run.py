@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from cluster.cli_common import run_guarded
+from cluster.cli_common import fail, run_guarded
 from cluster.config import load_config
 
 
@@ -65,7 +65,12 @@ def _run(args: argparse.Namespace) -> int:
     supervisor = Supervisor.options(name=SUPERVISOR_NAME, lifetime="detached" if args.address else None).remote(
         config_to_dict(config)
     )
-    workers = ray.get(supervisor.start.remote())
+    try:
+        workers = ray.get(supervisor.start.remote())
+    except ray.exceptions.RayTaskError as error:  # e.g. a missing output topic: say why, no traceback
+        cause = error.cause if getattr(error, "cause", None) is not None else error
+        ray.kill(supervisor)
+        return fail(f"the supervisor could not start: {cause}")
     print(f"sigmaray: supervisor started with {len(workers)} workers on {config.kafka.input_topics}", file=sys.stderr)
     print(f"sigmaray: Ray at {_CONTEXT.get('gcs_address')} (`sigmaray status --address {_CONTEXT.get('gcs_address')}`), "
           f"Prometheus metrics at http://{_CONTEXT.get('node_ip_address')}:{_CONTEXT.get('metrics_export_port')}/metrics",

@@ -113,3 +113,19 @@ def test_run_status_scale_promote_and_metrics_of_a_running_cluster(broker: str, 
             process.kill()
         log.close()
     assert process.returncode == 0, (tmp_path / "run.log").read_text()[-3000:]
+
+
+def test_run_refuses_to_start_when_an_output_topic_is_missing(broker: str, tmp_path: Path) -> None:
+    run = uuid.uuid4().hex[:8]
+    admin = AdminClient({"bootstrap.servers": broker})
+    for future in admin.create_topics([NewTopic(f"events-{run}", 1, 1), NewTopic(f"dead-{run}", 1, 1)]).values():
+        future.result(30)
+    config = tmp_path / "cluster.yaml"
+    config.write_text(yaml.safe_dump({
+        "kafka": {"bootstrap_servers": broker, "input_topics": [f"events-{run}"], "detections_topic": f"missing-{run}",
+                  "dead_letter_topic": f"dead-{run}", "group_id": f"sigmaray-{run}"},
+        "rules": {"paths": [str(ROOT / "rules")]},
+    }))
+    result = _cli("run", "--config", str(config), "--for-seconds", "5")
+    assert result.returncode == 2
+    assert f"missing-{run} do not exist" in result.stderr and "Traceback" not in result.stderr
