@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -68,6 +70,8 @@ def run_demo(args: argparse.Namespace, out: Any = None) -> dict[str, Any]:
         "kafka": {"bootstrap_servers": bootstrap, "input_topics": [topics["in"]], "detections_topic": topics["out"],
                   "dead_letter_topic": topics["dlq"], "group_id": group},
         "rules": {"paths": [str(ROOT / "rules")]},
+        # the demo's model state lives and dies with its topics
+        "models": {"checkpoint_url": str(Path(tempfile.gettempdir()) / f"sigmaray-demo-{run}")},
         "workers": 2,
     })
     started_ray = not ray.is_initialized()
@@ -129,6 +133,7 @@ def run_demo(args: argparse.Namespace, out: Any = None) -> dict[str, Any]:
             ray.shutdown()
         if not args.keep:
             admin.delete_topics(list(topics.values()))
+            shutil.rmtree(Path(tempfile.gettempdir()) / f"sigmaray-demo-{run}", ignore_errors=True)
     summary = {
         "events": len(events),
         "processed": sum(row.get("events_in", 0) for row in status["workers"]),

@@ -15,6 +15,7 @@ import orjson
 
 from detectors.engine import SigmaEngine
 from detectors.ir import RuleMeta
+from models.entities import normalize
 from models.eventtime import parse_time_ms
 
 
@@ -175,10 +176,12 @@ class Detector:
         )
 
     def _entity(self, event: Mapping[str, Any]) -> str | None:
+        """The host, named as the models name it (WS-01.corp.example -> ws-01), so Sigma and
+        anomaly detections of one host share a key on the detections topic."""
         for name in self.settings.entity_fields:
             value = event.get(name)
             if isinstance(value, str) and value:
-                return value.lower()
+                return normalize("host", value)
         return None
 
     def _event_time(self, event: Mapping[str, Any], record: InputRecord) -> str | None:

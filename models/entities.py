@@ -20,7 +20,7 @@ DEFAULT_ENTITY_FIELDS: dict[str, tuple[str, ...]] = {
 }
 # Values that name no one: machine accounts, placeholders, loopback.
 _NOBODY = frozenset({"", "-", "::1", "127.0.0.1", "0.0.0.0", "system", "local service", "network service",
-                     "nt authority\\system", "anonymous logon", "n/a", "null"})
+                     "anonymous logon", "n/a", "null", "dwm-1", "dwm-2", "umfd-0", "umfd-1"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +41,10 @@ def normalize(entity_type: str, value: str) -> str:
     value = value.strip().lower()
     if entity_type == "process":
         return value.rsplit("\\", 1)[-1].rsplit("/", 1)[-1]
-    if entity_type == "user" and "\\" not in value and "@" in value:
-        name, _, domain = value.partition("@")
-        return f"{domain.split('.')[0]}\\{name}"
+    if entity_type == "user":
+        # Sysmon says CORP\alice, Security's TargetUserName says alice, Kerberos alice@corp.local:
+        # one person. The account name is the entity (same name in two domains: one entity).
+        return value.rsplit("\\", 1)[-1].split("@", 1)[0]
     if entity_type == "host":
         return value.split(".", 1)[0]  # WS-01.corp.local and WS-01 are one host
     return value

@@ -315,5 +315,6 @@ class EntityScorer:
     def _reasons(self, model: _TypeModel, vector: np.ndarray) -> tuple[str, ...]:
         z = (vector - model.mean) / model.std
         top = np.argsort(-np.abs(z))[: self.config.explain_top]
-        return tuple(f"{self.names[i]}={vector[i]:.2f} (usual {model.mean[i]:.2f}±{model.std[i]:.2f})"
+        return tuple(f"{self.names[i]}={vector[i]:.2f} (usually {model.mean[i]:.2f}"
+                     + (f" ± {model.std[i]:.2f})" if model.std[i] >= 0.005 else ")")
                      for i in top if abs(z[i]) >= 1.0)
