@@ -39,6 +39,9 @@ def register(commands: Any) -> None:
 
 
 def _connect(address: str | None) -> Any:
+    if address == "auto" and "RAY_ADDRESS" not in os.environ and _ADDRESS_FILE.is_file():
+        # `sigmaray run` without --address started its own Ray and wrote where it is.
+        address = _ADDRESS_FILE.read_text().strip() or "auto"
     if address not in (None, "auto", "local") and "RAY_AUTH_MODE" not in os.environ and _TOKEN.is_file():
         # Ray (2.59+) gives a local cluster a token in ~/.ray/auth_token but only sends it on its
         # own to a cluster it found by itself; `--address HOST:PORT` must ask for it, before Ray
@@ -54,6 +57,7 @@ def _connect(address: str | None) -> Any:
 
 
 _TOKEN = Path.home() / ".ray" / "auth_token"
+_ADDRESS_FILE = Path.home() / ".cache" / "sigmaray" / "ray-address"
 _CONTEXT: dict[str, Any] = {}  # the Ray instance the last _connect joined (address, metrics port)
 
 
@@ -75,6 +79,10 @@ def _run(args: argparse.Namespace) -> int:
     print(f"sigmaray: Ray at {_CONTEXT.get('gcs_address')} (`sigmaray status --address {_CONTEXT.get('gcs_address')}`), "
           f"Prometheus metrics at http://{_CONTEXT.get('node_ip_address')}:{_CONTEXT.get('metrics_export_port')}/metrics",
           file=sys.stderr, flush=True)
+    own_ray = not args.address
+    if own_ray:  # so that `sigmaray status`, `scale` and `models` find this cluster by default
+        _ADDRESS_FILE.parent.mkdir(parents=True, exist_ok=True)
+        _ADDRESS_FILE.write_text(str(_CONTEXT.get("gcs_address", "")))
     deadline = time.monotonic() + args.for_seconds if args.for_seconds else None
     try:
         while deadline is None or time.monotonic() < deadline:
@@ -82,6 +90,9 @@ def _run(args: argparse.Namespace) -> int:
             _print_table(ray.get(supervisor.status.remote()))
     except KeyboardInterrupt:
         pass
+    finally:
+        if own_ray and _ADDRESS_FILE.is_file() and _ADDRESS_FILE.read_text().strip() == _CONTEXT.get("gcs_address"):
+            _ADDRESS_FILE.unlink()
     ray.get(supervisor.shutdown.remote())
     return 0
 
