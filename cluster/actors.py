@@ -127,8 +127,13 @@ class Supervisor:
         self.monitor = threading.Thread(target=self._watch, daemon=True)
 
     def start(self) -> list[str]:
+        """Starts the workers. A missing output topic is an error; an unreachable broker is not:
+        the workers wait for it and the watch assigns partitions once it answers."""
         self._check_output_topics()
-        self.scale(self.parsed.workers)
+        try:
+            self.scale(self.parsed.workers)
+        except Exception as error:  # the rebalance needs topic metadata; retried by the watch
+            self.last_error = f"{type(error).__name__}: {error}"
         self.monitor.start()
         return sorted(self.workers)
 

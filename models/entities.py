@@ -53,7 +53,7 @@ def normalize(entity_type: str, value: str) -> str:
 # Hosts, users and images repeat endlessly: each distinct raw value becomes an Entity once
 # (None when it names no one), per entity type. Bounded: cleared when it grows past the cap.
 _KNOWN: dict[str, dict[str, Entity | None]] = {}
-_CACHE_CAP = 200_000
+_CACHE_CAP = 50_000  # per entity type; a stream of ever-new names costs a rebuild, not memory
 
 
 def _entity(entity_type: str, value: str) -> Entity | None:

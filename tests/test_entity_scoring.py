@@ -161,3 +161,21 @@ def test_labeled_attacks_score_higher_than_background_on_average() -> None:
     attack = [r.max_score for i, r in zip(items, results) if i.attack][200:] or [0.0]
     benign = [r.max_score for i, r in zip(items, results) if not i.attack][10_000:]
     assert np.mean(attack) > np.mean(benign) + 0.1, (np.mean(attack), np.mean(benign))
+
+
+def test_odd_events_score_without_error_and_features_stay_in_the_unit_interval() -> None:
+    scorer = EntityScorer()
+    odd = [
+        {"Computer": "WS-1", "Channel": "Microsoft-Windows-Sysmon/Operational", "EventID": 1,
+         "Image": "C:\\\\x.exe", "CommandLine": "A" * 5_000_000, "TimeCreated_SystemTime": "2026-11-28T10:00:00Z"},
+        {"Computer": 42, "User": ["a", "b"], "EventID": None, "TimeCreated_SystemTime": "not a time"},
+        {"Computer": "WS-1", "LogonType": {"nested": True}, "Channel": "Security", "EventID": "4624"},
+        {},
+    ]
+    results = scorer.score_batch(odd, [event_time_ms(e) for e in odd], [False] * len(odd))
+    assert [len(r.entities) for r in results] == [2, 1, 1, 0]  # host+process; host "42"; host; nobody
+    for result in results:
+        for scored in result.entities:
+            assert all(0.0 <= v <= 1.0 for v in scored.vector), scored.features
+    assert results[0].entities[0].features["cmd_length"] == 1.0
+    assert scorer.skipped_no_time == 3  # counted, and status reports it as events_without_time

@@ -9,6 +9,7 @@ from models.features.base import Feature, View
 
 _FIELDS = ("CommandLine", "ProcessCommandLine", "ScriptBlockText")
 _LONGEST = math.log1p(32_768)
+_SAMPLE = 65_536  # entropy of the first 64 KiB: a 5 MB command line must not stall the worker
 
 
 def entropy(text: str) -> float:
@@ -31,7 +32,7 @@ def step(view: View) -> tuple[float, ...]:
         for name in _FIELDS:
             text = view.event.get(name)
             if isinstance(text, str) and text:
-                cached = (min(1.0, math.log1p(len(text)) / _LONGEST), min(1.0, entropy(text) / 8.0))
+                cached = (min(1.0, math.log1p(len(text)) / _LONGEST), min(1.0, entropy(text[:_SAMPLE]) / 8.0))
                 break
         view.shared["cmd"] = cached
     return cached
