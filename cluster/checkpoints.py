@@ -15,7 +15,7 @@ from typing import Any
 
 import fsspec
 
-FORMAT = 1
+FORMAT = 2  # 2: entity state in slot arrays (compiled features); 1 is refused, the partition starts fresh
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,9 +139,7 @@ class Detector:
             result.outputs.append(self._detection(entity, detection))
         if scores is None:
             return
-        for scored in scores.entities:
-            if not scored.alert:
-                continue
+        for scored in scores.alerts():
             result.counts["anomalies"] += 1
             result.rule_hits[f"anomaly:{scored.entity_type}"] += 1
             detection = {

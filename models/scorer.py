@@ -22,11 +22,11 @@ import numpy as np
 from models.calibration import QuantileCalibrator
 from models.entities import DEFAULT_ENTITY_FIELDS, Entity, extract_entities
 from models.estimators.base import Estimator
-from models.features import DEFAULT_FEATURES, Feature, View, World, feature_names
-from models.features.categories import event_category
+from models.estimators.sad import sad_score_learn_slots
+from models.features import DEFAULT_FEATURES, Feature, feature_names
+from models.features.categories import CATEGORY_INDEX, event_category
 from models.registry import get_model
-from models.estimators.sad import sad_learn, sad_score
-from models.state import EntityState, EntityTable
+from models.state import EntityTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,17 +61,77 @@ class EntityScore:
         return dict(zip(self.names, self.vector))
 
 
-@dataclass(frozen=True, slots=True)
+class BatchScores(Sequence["EventScores"]):
+    """The scores of a batch, one EventScores per event, kept as arrays over the batch's entity
+    rows (rows of one event are contiguous, in extraction order) and read out on demand: a
+    worker reads every event's score dict but builds EntityScore objects only for alerts."""
+
+    __slots__ = ("offsets", "entities", "types", "scores", "raws", "X", "names", "anomalous", "alerts",
+                 "reasons", "shadow")
+
+    def __init__(self, offsets: list[int], entities: list[Entity], scores: np.ndarray, raws: np.ndarray,
+                 X: np.ndarray, names: tuple[str, ...], anomalous: np.ndarray, alerts: dict[int, tuple[str, ...]],
+                 shadow: np.ndarray | None) -> None:
+        self.offsets = offsets  # event i's rows: offsets[i]:offsets[i + 1]
+        self.entities = entities
+        self.scores = scores
+        self.raws = raws
+        self.X = X
+        self.names = names
+        self.anomalous = anomalous
+        self.alerts = alerts  # row -> reasons, for rows that raise an anomaly detection
+        self.shadow = shadow
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index: int) -> EventScores:  # type: ignore[override]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return EventScores(self, self.offsets[index], self.offsets[index + 1])
+
+    def entity_score(self, row: int) -> EntityScore:
+        entity = self.entities[row]
+        alert = row in self.alerts
+        return EntityScore(entity.id, entity.type, float(self.scores[row]), float(self.raws[row]),
+                           self.X[row].tolist(), self.names, bool(self.anomalous[row]), alert,
+                           self.alerts[row] if alert else ())
+
+
 class EventScores:
-    entities: list[EntityScore]
-    shadow: dict[str, float] = field(default_factory=dict)  # entity -> the shadow model's score
+    """One event's entity scores (a view into its batch's BatchScores)."""
+
+    __slots__ = ("_batch", "_start", "_end")
+
+    def __init__(self, batch: BatchScores, start: int, end: int) -> None:
+        self._batch, self._start, self._end = batch, start, end
+
+    @property
+    def entities(self) -> list[EntityScore]:
+        return [self._batch.entity_score(row) for row in range(self._start, self._end)]
+
+    def alerts(self) -> list[EntityScore]:
+        """The entities of this event that raise an anomaly detection."""
+        alerts = self._batch.alerts
+        return [self._batch.entity_score(r) for r in range(self._start, self._end) if r in alerts] if alerts else []
+
+    @property
+    def shadow(self) -> dict[str, float]:
+        """entity -> the shadow model's score ({} without a shadow model)."""
+        batch = self._batch
+        if batch.shadow is None:
+            return {}
+        return {batch.entities[r].id: round(float(batch.shadow[r]), 6) for r in range(self._start, self._end)}
 
     @property
     def max_score(self) -> float:
-        return max((e.score for e in self.entities), default=0.0)
+        return float(self._batch.scores[self._start:self._end].max()) if self._end > self._start else 0.0
 
     def as_dict(self) -> dict[str, float]:
-        return {e.entity: round(e.score, 6) for e in self.entities}
+        batch = self._batch
+        return {batch.entities[r].id: round(float(batch.scores[r]), 6) for r in range(self._start, self._end)}
 
 
 class _TypeModel:
@@ -106,13 +166,6 @@ class ModelSlot:
     def label(self) -> str:
         return f"{self.spec_name}@{self.version}"
 
-    @property
-    def state_keys(self) -> tuple[str, str, str]:
-        keys = self.__dict__.get("_keys")
-        if keys is None:
-            keys = self.__dict__["_keys"] = (f"{self.label}:n", f"{self.label}:mean", f"{self.label}:m2")
-        return keys
-
     def for_type(self, entity_type: str) -> _TypeModel:
         model = self.types.get(entity_type)
         if model is None:
@@ -124,12 +177,16 @@ class ModelSlot:
 
 
 @dataclass(slots=True)
-class _Row:
-    event: int
-    position: int  # the entity's place in the event (results keep extraction order)
-    entity: Entity
-    features: list[float]
-    state: EntityState
+class Rows:
+    """A batch's entity rows, in stream order (an event's entities together, in extraction order)."""
+
+    offsets: list[int]  # event i's rows: offsets[i]:offsets[i + 1]
+    entities: list[Entity]
+    slot: np.ndarray  # int64: the entity's row in the state arrays
+    event: np.ndarray  # int64: the event's index in the batch
+    entity_type: np.ndarray  # int64: index into EntityScorer.types
+    X: np.ndarray  # (rows, features): each entity's features before this event
+    times_ms: list[int]
 
 
 class EntityScorer:
@@ -139,10 +196,15 @@ class EntityScorer:
         self.config = config or ScorerConfig()
         self.features = features
         self.names = feature_names(features)
+        self.types = tuple(self.config.entity_fields)
         self.table = EntityTable(self.config.max_entities, self.config.ttl_ms)
-        self.world = World()
+        # Per feature: its per-entity state (one row per table slot) and its shared world state.
+        self.states = [np.zeros((0, f.state), dtype=f.state_dtype) for f in features]
+        self.worlds = [np.zeros(f.world, dtype=f.world_dtype) for f in features]
+        self.model_states: dict[str, np.ndarray] = {}  # per-entity model state (univariate specs), by label
         self.active = ModelSlot(self.config.model, 1, self.config.seed, self.config.calibration_window, self.names)
         self.shadow: ModelSlot | None = None
+        self.last_alert_ms: dict[str, int] = {}
         self.last_time_ms = 0
         self.events_seen = 0
         self.skipped_no_time = 0
@@ -161,6 +223,8 @@ class EntityScorer:
         """A candidate that scores and learns beside the active model; its scores go to the
         shadow topic only. Promote it once it looks better."""
         version = max(self.active.version, self.shadow.version if self.shadow else 0) + 1
+        if self.shadow is not None:
+            self.model_states.pop(self.shadow.label, None)
         self.shadow = ModelSlot(spec_name, version, self.config.seed, self.config.calibration_window, self.names)
         return self.shadow.label
 
@@ -174,13 +238,25 @@ class EntityScorer:
     def rollback(self) -> str:
         return self.promote()
 
-    # ---------------------------------------------------------------- scoring
+    # ---------------------------------------------------------------- features
 
-    def features_of(
-        self, events: Sequence[Mapping[str, Any]], times_ms: Sequence[int | None]
-    ) -> tuple[dict[str, list[_Row]], list[int]]:
-        """Entities and their features (each feature scored, then learned), grouped by entity type."""
-        rows_by_type: dict[str, list[_Row]] = {}
+    def features_of(self, events: Sequence[Mapping[str, Any]], times_ms: Sequence[int | None]) -> Rows:
+        """Entities and their features (each feature scored, then learned), in stream order.
+
+        Plain Python once per event (entities, category, each feature's `extract`), then each
+        feature's compiled kernel once over all the batch's entity rows."""
+        table = self.table
+        touch = table.touch
+        fields = self.config.entity_fields
+        type_index = {name: i for i, name in enumerate(self.types)}
+        extracts = [(f.extract, [], (0.0,) * f.inputs) for f in self.features if f.extract is not None]
+        offsets = [0]
+        entities: list[Entity] = []
+        slots: list[int] = []
+        rows_event: list[int] = []
+        firsts: list[bool] = []
+        rows_type: list[int] = []
+        categories: list[int] = []
         times: list[int] = []
         for index, (event, time_ms) in enumerate(zip(events, times_ms)):
             if time_ms is None:
@@ -190,55 +266,97 @@ class EntityScorer:
                 time_ms = self.last_time_ms
             elif time_ms > self.last_time_ms:
                 self.last_time_ms = time_ms
-            self.events_seen += 1
             times.append(time_ms)
             category = event_category(event)
-            shared: dict[str, Any] = {}
-            view = View(event, time_ms, None, None, self.world, category, True, shared)  # type: ignore[arg-type]
-            for position, entity in enumerate(extract_entities(event, self.config.entity_fields)):
-                state = self.table.touch(entity.id, time_ms)
-                view.entity, view.state, view.first = entity, state, position == 0
-                values: list[float] = []
-                for feature in self.features:
-                    values += feature.step(view)
-                state.count += 1
-                if time_ms > state.last_ms:
-                    state.last_ms = time_ms
-                rows_by_type.setdefault(entity.type, []).append(_Row(index, position, entity, values, state))
-        return rows_by_type, times
+            categories.append(CATEGORY_INDEX[category])
+            found = extract_entities(event, fields)
+            if found:
+                first = True
+                for entity in found:
+                    entities.append(entity)
+                    slots.append(touch(entity.id, time_ms))
+                    rows_event.append(index)
+                    firsts.append(first)
+                    rows_type.append(type_index[entity.type])
+                    first = False
+                for extract, values, _ in extracts:
+                    values.append(extract(event, category))
+            else:
+                for _, values, nothing in extracts:
+                    values.append(nothing)
+            offsets.append(len(entities))
+        self.events_seen += len(times)
+        slot = np.asarray(slots, dtype=np.int64)
+        event = np.asarray(rows_event, dtype=np.int64)
+        X = np.zeros((len(slots), len(self.names)))
+        if slots:
+            self._grow(table.size)
+            if table.fresh:
+                fresh = np.asarray(table.fresh, dtype=np.int64)
+                for array in (*self.states, *self.model_states.values()):
+                    array[fresh] = 0
+            first_arr = np.asarray(firsts, dtype=np.bool_)
+            time_arr = np.asarray(times, dtype=np.int64)
+            category_arr = np.asarray(categories, dtype=np.int64)
+            inputs = iter([np.asarray(values, dtype=np.float64) for _, values, _ in extracts])
+            no_inputs = np.zeros((len(times), 0))
+            column = 0
+            for feature, state, world in zip(self.features, self.states, self.worlds):
+                width = len(feature.outputs)
+                feature.kernel(slot, event, first_arr, time_arr, category_arr,
+                               next(inputs) if feature.extract is not None else no_inputs, state, world,
+                               X[:, column:column + width])
+                column += width
+        table.end_batch()
+        return Rows(offsets, entities, slot, event, np.asarray(rows_type, dtype=np.int64), X, times)
+
+    def _grow(self, size: int) -> None:
+        """State arrays with at least `size` rows: grown by half (amortized copies, at most a
+        third of the rows unused), never much past the table's cap."""
+        ceiling = self.table.max_entities + 4_096
+        for arrays in (self.states, self.model_states):
+            items = enumerate(arrays) if isinstance(arrays, list) else list(arrays.items())
+            for key, array in items:
+                if len(array) < size:
+                    rows = max(size, min(len(array) + len(array) // 2, ceiling), 1_024)
+                    grown = np.zeros((rows, *array.shape[1:]), dtype=array.dtype)
+                    grown[:len(array)] = array
+                    arrays[key] = grown  # type: ignore[index]
+
+    # ---------------------------------------------------------------- scoring
 
     def score_batch(
         self, events: Sequence[Mapping[str, Any]], times_ms: Sequence[int | None], matched: Sequence[bool]
-    ) -> list[EventScores]:
-        rows_by_type, times = self.features_of(events, times_ms)
-        allowed = np.asarray([not m for m in matched], dtype=bool)
-        results: list[list[EntityScore]] = [[] for _ in events]
-        for rows in rows_by_type.values():
-            for row in rows:
-                results[row.event].append(None)  # type: ignore[arg-type]  # a slot per entity, filled below
-        shadows: list[dict[str, float]] = [{} for _ in events]
-        for entity_type, rows in rows_by_type.items():
-            X = np.array([r.features for r in rows], dtype=np.float64)
-            allow = allowed[[r.event for r in rows]]
-            scores, raws, anomalous = self._run(self.active, entity_type, X, allow, rows)
-            if self.shadow is not None:
-                shadow_scores, _, _ = self._run(self.shadow, entity_type, X, allow, rows)
-                for row, score in zip(rows, shadow_scores):
-                    shadows[row.event][row.entity.id] = round(float(score), 6)
-            model = self.active.for_type(entity_type)
-            names = self.names
-            for i, (row, score, raw, flag) in enumerate(zip(rows, scores.tolist(), raws.tolist(), anomalous.tolist())):
-                if flag:
-                    alert = self._first_in_cooldown(row.entity.id, times[row.event])
-                    reasons = self._reasons(model, X[i])
-                else:
-                    alert, reasons = False, ()
-                results[row.event][row.position] = EntityScore(row.entity.id, entity_type, score, raw, row.features,
-                                                               names, flag, alert, reasons)
-        return [EventScores(r, s) for r, s in zip(results, shadows)]
+    ) -> BatchScores:
+        rows = self.features_of(events, times_ms)
+        n = len(rows.entities)
+        scores = np.zeros(n)
+        raws = np.zeros(n)
+        anomalous = np.zeros(n, dtype=bool)
+        shadow = np.zeros(n) if self.shadow is not None else None
+        alerts: dict[int, tuple[str, ...]] = {}
+        if n:
+            allowed = np.asarray([not m for m in matched], dtype=bool)[rows.event]
+            for type_id in np.unique(rows.entity_type).tolist():
+                entity_type = self.types[type_id]
+                idx = np.flatnonzero(rows.entity_type == type_id)
+                X = rows.X[idx]
+                allow = allowed[idx]
+                slots = rows.slot[idx]
+                score, raw, flag = self._run(self.active, entity_type, X, allow, slots)
+                scores[idx], raws[idx], anomalous[idx] = score, raw, flag
+                if shadow is not None:
+                    shadow[idx] = self._run(self.shadow, entity_type, X, allow, slots)[0]  # type: ignore[arg-type]
+                if flag.any():
+                    model = self.active.for_type(entity_type)
+                    for i in np.flatnonzero(flag).tolist():
+                        row = int(idx[i])
+                        if self._first_in_cooldown(rows.entities[row].id, rows.times_ms[rows.event[row]]):
+                            alerts[row] = self._reasons(model, X[i])
+        return BatchScores(rows.offsets, rows.entities, scores, raws, rows.X, self.names, anomalous, alerts, shadow)
 
     def _run(self, slot: ModelSlot, entity_type: str, X: np.ndarray, allow: np.ndarray,
-             rows: list[_Row]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Scores then learns the rows in order, cut where the calibrator's window swaps.
 
         The calibrator sees every score, alerts included: it estimates the score distribution,
@@ -253,7 +371,7 @@ class EntityScorer:
             calibrator = model.calibrator
             end = start + calibrator.remaining()
             if slot.spec.kind == "univariate":
-                raw, learned = self._per_entity(slot, X[start:end], allow[start:end], rows[start:end],
+                raw, learned = self._per_entity(slot, X[start:end], allow[start:end], slots[start:end],
                                                 calibrator.cutoff(threshold))
             else:
                 raw, learned = model.estimator.score_learn_many(X[start:end], allow[start:end],
@@ -275,31 +393,29 @@ class EntityScorer:
         raw_all = np.concatenate(raws) if raws else np.zeros(0)
         return score, raw_all, score >= threshold
 
-    def _per_entity(self, slot: ModelSlot, X: np.ndarray, allow: np.ndarray, rows: list[_Row],
+    def _per_entity(self, slot: ModelSlot, X: np.ndarray, allow: np.ndarray, slots: np.ndarray,
                     cutoff: float) -> tuple[np.ndarray, np.ndarray]:
-        """A univariate spec (SAD): one tiny state per entity, kept in the entity's own values."""
+        """A univariate spec (SAD): three floats per entity, in a state array beside the features'."""
+        states = self.model_states.get(slot.label)
+        if states is None:
+            states = self.model_states[slot.label] = np.zeros((max(self.table.size, 64), 3))
         column = self.names.index(slot.spec.params["feature"])
-        keys = slot.state_keys  # shared key strings: an entity's dict holds no copy of them
         raw = np.empty(len(X))
-        learned = np.zeros(len(X), dtype=bool)
-        for i, (row, value) in enumerate(zip(rows, X[:, column].tolist())):
-            values = row.state.values
-            state = (values.get(keys[0], 0.0), values.get(keys[1], 0.0), values.get(keys[2], 0.0))
-            # Too little history says nothing yet: score 0 until a few values are learned.
-            raw[i] = sad_score(state, value) if state[0] >= 3 else 0.0
-            if allow[i] and raw[i] < cutoff:
-                values[keys[0]], values[keys[1]], values[keys[2]] = sad_learn(state, value)
-                learned[i] = True
+        learned = np.empty(len(X), dtype=np.bool_)
+        # Too little history says nothing yet: score 0 until 3 values are learned.
+        sad_score_learn_slots(slots, np.ascontiguousarray(X[:, column]), np.ascontiguousarray(allow), cutoff,
+                              3.0, states, raw, learned)
         return raw, learned
 
     def _first_in_cooldown(self, entity: str, time_ms: int) -> bool:
-        state = self.table.get(entity)
-        if state is None:
-            return True
-        last = state.values.get("alert_ms")
+        alerted = self.last_alert_ms
+        last = alerted.get(entity)
         if last is not None and 0 <= time_ms - last < self.config.alert_cooldown_ms:
             return False
-        state.values["alert_ms"] = float(time_ms)
+        if len(alerted) >= 10_000:  # forget cooldowns that are over: bounded whatever the stream
+            for key in [k for k, t in alerted.items() if not 0 <= time_ms - t < self.config.alert_cooldown_ms]:
+                del alerted[key]
+        alerted[entity] = time_ms
         return True
 
     @staticmethod

@@ -1,33 +1,19 @@
-"""Per-entity state with a hard cap: LRU and TTL eviction, both driven by event time.
+"""Which entities are remembered, with a hard cap: LRU and TTL eviction, both in event time.
 
-An entity's state is small on purpose (tests/test_entity_state.py measures it): counters,
-a 512-bit Bloom filter of what it has done, and a dict of floats that the feature functions
-own (one key per feature state, e.g. a decayed rate). Models are shared per entity type,
-never kept per entity.
+The table maps an entity's id to a slot: a row number in the feature and model state arrays
+that the scorer keeps (one row per entity, a few hundred bytes: decayed counts, a 512-bit Bloom
+filter, ...; tests/test_entity_scoring.py measures it). Models are shared per entity type, never
+kept per entity.
+
+A slot freed by eviction is reused only from the next batch on (`end_batch`): the batch's
+compiled feature loops run after the whole batch has been assigned slots, and the evicted
+entity's earlier rows in this batch still read its state.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass
-
-
-class EntityState:
-    __slots__ = ("first_ms", "last_ms", "count", "seen", "values")
-
-    def __init__(self, time_ms: int) -> None:
-        self.first_ms = time_ms
-        self.last_ms = time_ms
-        self.count = 0
-        self.seen = 0  # Bloom filter bits (models.sketch.bloom_bits)
-        self.values: dict[str, float] = {}
-
-    def __getstate__(self) -> tuple[int, int, int, int, dict[str, float]]:
-        return self.first_ms, self.last_ms, self.count, self.seen, self.values
-
-    def __setstate__(self, state: tuple[int, int, int, int, dict[str, float]]) -> None:
-        self.first_ms, self.last_ms, self.count, self.seen, self.values = state
 
 
 @dataclass(slots=True)
@@ -37,7 +23,7 @@ class EvictionStats:
 
 
 class EntityTable:
-    """Entity key -> EntityState, most recently seen last.
+    """Entity id -> slot, most recently seen last.
 
     TTL is in event time: an entity idle for `ttl_ms` of stream time is forgotten, so a replay
     evicts exactly what the live run evicted. `max_entities` is a hard cap whatever the TTL.
@@ -49,43 +35,66 @@ class EntityTable:
         self.max_entities = max_entities
         self.ttl_ms = ttl_ms
         self.stats = EvictionStats()
-        self._states: OrderedDict[str, EntityState] = OrderedDict()
+        self._slots: OrderedDict[str, int] = OrderedDict()
+        self._last_ms: list[int] = []  # per slot: the entity's latest event time
+        self._free: list[int] = []
+        self._released: list[int] = []  # freed during this batch
+        self.fresh: list[int] = []  # slots handed to new entities during this batch
 
     def __len__(self) -> int:
-        return len(self._states)
+        return len(self._slots)
 
     def __contains__(self, key: str) -> bool:
-        return key in self._states
+        return key in self._slots
 
-    def items(self) -> Iterator[tuple[str, EntityState]]:
-        return iter(self._states.items())
+    @property
+    def size(self) -> int:
+        """Slots ever handed out: state arrays need this many rows."""
+        return len(self._last_ms)
 
-    def get(self, key: str) -> EntityState | None:
-        return self._states.get(key)
+    def slot(self, key: str) -> int | None:
+        return self._slots.get(key)
 
-    def touch(self, key: str, time_ms: int) -> EntityState:
-        """The entity's state (new if unknown), marked most recently seen; evicts as needed."""
-        states = self._states
-        state = states.get(key)
-        if state is None:
-            state = EntityState(time_ms)
-            states[key] = state
-            self._expire(time_ms)
-            while len(states) > self.max_entities:
-                states.popitem(last=False)
-                self.stats.capped += 1
+    def touch(self, key: str, time_ms: int) -> int:
+        """The entity's slot (a new one, listed in `fresh`, if unknown), marked most recently
+        seen; evicts as needed."""
+        slots = self._slots
+        slot = slots.get(key)
+        if slot is not None:
+            slots.move_to_end(key)
+            if time_ms > self._last_ms[slot]:
+                self._last_ms[slot] = time_ms
+            return slot
+        if self._free:
+            slot = self._free.pop()
+            self._last_ms[slot] = time_ms
         else:
-            states.move_to_end(key)
-        return state
+            slot = len(self._last_ms)
+            self._last_ms.append(time_ms)
+        slots[key] = slot
+        self.fresh.append(slot)
+        self._expire(time_ms)
+        while len(slots) > self.max_entities:
+            self._released.append(slots.popitem(last=False)[1])
+            self.stats.capped += 1
+        return slot
+
+    def end_batch(self) -> None:
+        """The batch's state is written: freed slots may be handed out again."""
+        self._free.extend(self._released)
+        self._released.clear()
+        self.fresh.clear()
 
     def _expire(self, now_ms: int) -> None:
         # Oldest first: stops at the first entity still inside the TTL. Out-of-order event
         # time only delays an eviction, never evicts an active entity early.
-        states = self._states
+        slots = self._slots
         horizon = now_ms - self.ttl_ms
-        while states:
-            key, oldest = next(iter(states.items()))
-            if oldest.last_ms >= horizon:
+        last = self._last_ms
+        while slots:
+            key, oldest = next(iter(slots.items()))
+            if last[oldest] >= horizon:
                 break
-            del states[key]
+            del slots[key]
+            self._released.append(oldest)
             self.stats.expired += 1

@@ -234,13 +234,13 @@ def test_score_learn_many_stops_at_max_learn_and_on_empty_input(case: tuple[str,
     assert len(scores) == 1 and not learned.any()  # as the sequential form: one row, then stop
 
 
-def test_hst_batch_form_stops_exactly_at_its_window_swap() -> None:
-    model = HalfSpaceTrees(NAMES, window_size=16, seed=1)
+def test_hst_batch_form_runs_through_its_window_swaps_in_one_call() -> None:
+    model, loop = HalfSpaceTrees(NAMES, window_size=16, seed=1), HalfSpaceTrees(NAMES, window_size=16, seed=1)
     X = stream(12, 100)
     scores, learned = model.score_learn_many(X, np.ones(len(X), bool), math.inf, 10**9)
-    assert len(scores) == 16 and learned.all() and not scores.any()  # warm-up scores are 0.0
-    scores, _ = model.score_learn_many(X[16:], np.ones(84, bool), math.inf, 10**9)
-    assert len(scores) == 16 and scores.all()
+    assert len(scores) == 100 and learned.all()
+    assert not scores[:16].any() and scores[16:].all()  # warm-up scores are 0.0, then six swaps
+    assert np.array_equal(scores, sequential_score_learn(loop, X, np.ones(len(X), bool), math.inf, 10**9)[0])
 
 
 # ------------------------------------------------------------------ the calibrator

@@ -29,7 +29,7 @@ from sklearn.metrics import roc_auc_score
 
 from models.estimators.hst import HalfSpaceTrees
 from models.estimators.loda import LODA
-from models.estimators.sad import SAD_EMPTY, StandardAbsoluteDeviation, sad_learn, sad_score
+from models.estimators.sad import SAD_EMPTY, StandardAbsoluteDeviation, sad_learn, sad_score, sad_score_learn_slots
 
 
 @cache
@@ -179,6 +179,26 @@ def test_sad_equals_river_sad_score_for_score() -> None:
         ours.learn_one({"rate_1m": v})
         state = sad_learn(state, v)
     assert ours.state == state
+
+
+def test_compiled_per_entity_sad_equals_river_for_interleaved_entities() -> None:
+    # The scorer's per-entity form: three entities' values interleaved, one state row each.
+    rng = random.Random(4)
+    slots = np.array([rng.randrange(3) for _ in range(3000)], dtype=np.int64)
+    values = np.array([rng.gauss(0.2 * s, 0.05) if rng.random() > 0.01 else 1e3 for s in slots.tolist()])
+    allow = np.array([rng.random() > 0.1 for _ in range(3000)])
+    states = np.zeros((3, 3))
+    raw, learned = np.empty(3000), np.empty(3000, dtype=bool)
+    sad_score_learn_slots(slots, values, allow, 25.0, 3.0, states, raw, learned)
+    rivers = [anomaly.StandardAbsoluteDeviation(sub_stat=stats.Mean()) for _ in range(3)]
+    seen = [0, 0, 0]
+    for i, (s, v, ok) in enumerate(zip(slots.tolist(), values.tolist(), allow.tolist())):
+        want = rivers[s].score_one(None, v) if seen[s] >= 3 else 0.0
+        assert raw[i] == want, i
+        assert learned[i] == (ok and want < 25.0)
+        if learned[i]:
+            rivers[s].learn_one(None, v)
+            seen[s] += 1
 
 
 def test_sad_state_is_tiny() -> None:

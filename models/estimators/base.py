@@ -7,8 +7,8 @@ model runs on events that lack some fields.
 The batch form exists for speed, never for different results: for any batching of a stream,
 `score_learn_many` gives exactly what the one-at-a-time loop in `sequential_score_learn` gives
 (tests/test_model_contract.py checks this for every estimator). It may stop early (after
-`max_learn` learned rows, or when its own reference window swaps) and returns how far it got,
-so callers keep other windowed state (the calibrator) in step, row for row.
+`max_learn` learned rows, or, if it likes, when its own reference window swaps) and returns how
+far it got, so callers keep other windowed state (the calibrator) in step, row for row.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ class Estimator(Protocol):
         self, X: np.ndarray, allow: np.ndarray, cutoff: float, max_learn: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """Rows of X (columns in `feature_names` order), in stream order: each row is scored, then
-        learned iff allow[row] and its score < cutoff. Stops after `max_learn` learned rows or at
-        the estimator's own window swap, whichever comes first. Returns (scores, learned) for the
+        learned iff allow[row] and its score < cutoff. Stops after `max_learn` learned rows, and
+        may stop earlier at the estimator's own window swap. Returns (scores, learned) for the
         rows it processed: len(scores) <= len(X), and at least one row when X is not empty."""
         ...
 

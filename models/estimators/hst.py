@@ -5,15 +5,12 @@ order, over the features in sorted order), then kept as flat arrays: for tree t 
 i (heap order: the children of i are 2i+1 and 2i+2), `feature[t, i]` and `threshold[t, i]`; the
 mass profiles `r` (reference) and `l` (latest) hold one count per node.
 
-Why a batch form pays: a score reads only `r`, and `r` changes only when the window swaps (every
-`window_size` learned rows). So a block of rows is scored with a handful of numpy operations, the
-learned rows are chosen from those scores, and their paths are added to `l` in one `bincount`,
-stopping at the row where the window fills (or `max_learn` is reached).
+The batch form is one compiled loop (numba) over the rows: walk each tree, score from `r`,
+and for a learned row add its path to `l`, swapping at the window boundary, exactly as the
+one-row methods do (the contract tests run both on the same rows and compare every score).
 
 With `scale=True` an online min/max scaler precedes the trees (River's `MinMaxScaler() | HST`):
-a row is scored with the scaler as it stands and learned after the scaler learns it. The scaler
-changes only when a learned row extends some feature's min or max, so a block is cut right after
-such a row and the rest is rescored; once the ranges settle, blocks run at full width again.
+a row is scored with the scaler as it stands and learned after the scaler learns it.
 """
 
 from __future__ import annotations
@@ -23,6 +20,7 @@ import random
 from collections.abc import Mapping
 from typing import Any, Self
 
+import numba
 import numpy as np
 
 from models.estimators.base import vector
@@ -30,7 +28,6 @@ from models.estimators.base import vector
 __all__ = ["HalfSpaceTrees"]
 
 _PADDING = 0.15  # River's padding: no split closer than 15% of a node's range to its edges
-_MAX_BLOCK = 4096  # rows scored per numpy pass: bounds memory ((height+1) x rows x trees ints)
 
 
 class HalfSpaceTrees:
@@ -131,7 +128,7 @@ class HalfSpaceTrees:
         if r is None:
             r = self._r.tolist()
             self._lists = feature, threshold, r
-        # _scores for one row, in Python ints: the same integer total, the same float division.
+        # the compiled loop's score for one row, in Python ints: the same integer total, the same division.
         height, size_limit = self.height, 0.1 * self.window_size
         total = 0
         for start in range(0, len(path), height + 1):
@@ -152,57 +149,19 @@ class HalfSpaceTrees:
     def score_learn_many(
         self, X: np.ndarray, allow: np.ndarray, cutoff: float, max_learn: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        X = np.asarray(X, dtype=np.float64).reshape(len(X), len(self.feature_names))
-        allow = np.asarray(allow, dtype=bool)
-        n = len(X)
-        scores: list[np.ndarray] = []
-        learned: list[np.ndarray] = []
-        if n == 0:
-            return np.zeros(0), np.zeros(0, dtype=bool)
-        # Nothing within this call changes `r` before the window swaps, and we stop there.
-        limit = min(max_learn, self.window_size - self._counter)
-        total = 0
-        pos = 0
-        # At least `limit` rows are needed to learn that many; a few more spare a second pass
-        # when the cutoff or `allow` skips some. Only a scaler cut (below) ends a block early.
-        block = min(max(limit + limit // 8, 16), _MAX_BLOCK)
-        while True:
-            rows = X[pos:pos + block]
-            paths = self._paths(self._transform(rows))
-            score = self._scores(paths) if self._warm else np.zeros(len(rows))
-            learn = allow[pos:pos + len(rows)] & (score < cutoff)
-            hits = np.flatnonzero(total + np.cumsum(learn) >= limit)
-            end = int(hits[0]) + 1 if len(hits) else len(rows)
-            grows = -1  # a learned row that extends the scaler's ranges ends the block
-            if self.scale:
-                extends = learn[:end] & ((rows[:end] < self._lo).any(axis=1) | (rows[:end] > self._hi).any(axis=1))
-                first = np.flatnonzero(extends)
-                if len(first):
-                    grows = int(first[0])
-                    end = grows + 1
-            learn = learn[:end]
-            earlier = learn.copy()
-            if grows >= 0:
-                earlier[grows] = False
-            count = int(earlier.sum())
-            if count:
-                self._learn(paths[:, :end][:, earlier], count)
-            if grows >= 0:
-                self._extend_ranges(rows[grows])
-                self._learn(self._paths(self._transform(rows[grows:grows + 1])), 1)
-                count += 1
-            scores.append(score[:end])
-            learned.append(learn)
-            total += count
-            pos += end
-            if total >= limit or pos >= n:
-                break
-            if grows >= 0 or not total:
-                block = 2 * end  # the scaler moved, or nothing learned yet: grow geometrically
-            else:  # enough rows for the learned rows still due, at the rate seen so far
-                block = (limit - total) * pos // total + (limit - total) // 4 + 16
-            block = min(max(block, 16), _MAX_BLOCK)
-        return np.concatenate(scores), np.concatenate(learned)
+        X = np.ascontiguousarray(X, dtype=np.float64).reshape(len(X), len(self.feature_names))
+        allow = np.ascontiguousarray(allow, dtype=np.bool_)
+        scores = np.empty(len(X))
+        learned = np.empty(len(X), dtype=np.bool_)
+        if len(X) == 0:
+            return scores, learned
+        counters = np.array([self._counter, int(self._warm)], dtype=np.int64)
+        done = _score_learn(X, allow, float(cutoff), int(max_learn), self._feature, self._threshold, self._r,
+                            self._l, counters, self._lo, self._hi, self.scale, self.height, self.n_trees,
+                            self.window_size, scores, learned)
+        self._counter, self._warm = int(counters[0]), bool(counters[1])
+        self._lists = None  # `r` may have changed: score_one rebuilds its lists
+        return scores[:done], learned[:done]
 
     # ------------------------------------------------------------------ internals
 
@@ -224,7 +183,7 @@ class HalfSpaceTrees:
         np.copyto(self._hi, row, where=row > self._hi)
 
     def _row_path(self, z: list[float]) -> list[int]:
-        """_paths for one row, in plain Python (numpy's per-call cost dominates a single row):
+        """The path of one row, in plain Python (for score_one and learn_one):
         the flat r/l index of each node, tree after tree, root to leaf."""
         if self._lists is None:
             self._lists = self._feature.tolist(), self._threshold.tolist(), None
@@ -240,36 +199,6 @@ class HalfSpaceTrees:
                 path.append(base + node)
         return path
 
-    def _paths(self, Z: np.ndarray) -> np.ndarray:
-        """(height + 1, rows, trees): the flat index into r/l of each row's node at each depth."""
-        trees, internal, per_tree = self.n_trees, 2 ** self.height - 1, self._nodes_per_tree
-        m, width = Z.shape
-        flat = Z.ravel()
-        row_base = (np.arange(m) * width)[:, None]
-        tree_internal = (np.arange(trees) * internal)[None, :]
-        node = np.zeros((m, trees), dtype=np.int64)
-        paths = np.empty((self.height + 1, m, trees), dtype=np.int64)
-        tree_base = (np.arange(trees) * per_tree)[None, :]
-        paths[0] = tree_base
-        for depth in range(self.height):
-            at = tree_internal + node
-            value = flat[row_base + self._feature[at]]
-            # River goes left iff value < threshold; NaN therefore goes right.
-            node = 2 * node + 1 + ~(value < self._threshold[at])
-            paths[depth + 1] = tree_base + node
-        return paths
-
-    def _scores(self, paths: np.ndarray) -> np.ndarray:
-        """River's _walk_score: sum of r * 2**depth down each path, stopping below the size limit."""
-        r = self._r[paths]
-        # River adds a node's mass and then stops if it is under 0.1 * window_size.
-        alive = np.logical_and.accumulate(r[:-1] >= 0.1 * self.window_size, axis=0)
-        weight = (1 << np.arange(self.height + 1, dtype=np.int64))[:, None, None]
-        total = r[0].sum(axis=1) + (r[1:] * alive * weight[1:]).sum(axis=(0, 2))
-        max_score = self.n_trees * self.window_size * self._nodes_per_tree
-        # Integers below 2**53: the float division is River's, bit for bit.
-        return 1.0 - total.astype(np.float64) / max_score
-
     def _learn(self, paths: np.ndarray, rows: int) -> None:
         """Adds `rows` learned rows (their paths) to `l`; swaps at the window boundary.
         Callers never pass rows past the boundary."""
@@ -279,7 +208,8 @@ class HalfSpaceTrees:
             self._l += np.bincount(paths.ravel(), minlength=len(self._l))
         self._counter += rows
         if self._counter >= self.window_size:
-            self._r, self._l = self._l, np.zeros_like(self._l)
+            self._r[:] = self._l  # in place: the compiled batch form swaps the same way
+            self._l[:] = 0
             if self._lists is not None:
                 self._lists = self._lists[0], self._lists[1], None
             self._counter = 0
@@ -346,3 +276,78 @@ def _draw_trees(
     for tree in range(n_trees):
         grow(tree, 0, 0)
     return feature.ravel(), threshold.ravel()
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _score_learn(X: np.ndarray, allow: np.ndarray, cutoff: float, max_learn: int, feature: np.ndarray,
+                 threshold: np.ndarray, r: np.ndarray, l: np.ndarray, counters: np.ndarray, lo: np.ndarray,
+                 hi: np.ndarray, scale: bool, height: int, n_trees: int, window: int, scores: np.ndarray,
+                 learned: np.ndarray) -> int:
+    """score_one then (if allowed and below cutoff) learn_one, row after row; stops after
+    `max_learn` learned rows. counters = [rows learned into l since the swap, warm]. Returns the
+    number of rows done."""
+    internal = 2**height - 1
+    per_tree = 2 ** (height + 1) - 1
+    size_limit = 0.1 * window
+    max_score = n_trees * window * per_tree
+    width = X.shape[1]
+    z = np.empty(width)
+    taught = 0
+    for i in range(X.shape[0]):
+        x = X[i]
+        _scaled(x, lo, hi, scale, z)
+        if counters[1]:
+            total = 0
+            for tree in range(n_trees):
+                base, at, node = tree * per_tree, tree * internal, 0
+                for depth in range(height + 1):
+                    mass = r[base + node]
+                    total += mass << depth
+                    if mass < size_limit or depth == height:
+                        break
+                    k = at + node
+                    node = 2 * node + 1 if z[feature[k]] < threshold[k] else 2 * node + 2
+            scores[i] = 1.0 - total / max_score
+        else:
+            scores[i] = 0.0
+        if not (allow[i] and scores[i] < cutoff):
+            learned[i] = False
+            if taught >= max_learn:  # as sequential_score_learn: max_learn=0 still does one row
+                return i + 1
+            continue
+        learned[i] = True
+        if scale:
+            for j in range(width):  # strict comparisons: NaN never moves a range
+                if x[j] < lo[j]:
+                    lo[j] = x[j]
+                if x[j] > hi[j]:
+                    hi[j] = x[j]
+            _scaled(x, lo, hi, scale, z)
+        for tree in range(n_trees):
+            base, at, node = tree * per_tree, tree * internal, 0
+            l[base] += 1
+            for depth in range(height):
+                k = at + node
+                node = 2 * node + 1 if z[feature[k]] < threshold[k] else 2 * node + 2
+                l[base + node] += 1
+        counters[0] += 1
+        if counters[0] >= window:
+            r[:] = l
+            l[:] = 0
+            counters[0] = 0
+            counters[1] = 1
+        taught += 1
+        if taught >= max_learn:
+            return i + 1
+    return X.shape[0]
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _scaled(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, scale: bool, z: np.ndarray) -> None:
+    """River's MinMaxScaler.transform_one: (x - lo) / (hi - lo), 0.0 where hi == lo."""
+    for j in range(x.shape[0]):
+        if scale:
+            span = hi[j] - lo[j]
+            z[j] = (x[j] - lo[j]) / span if span != 0 else 0.0
+        else:
+            z[j] = x[j]

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from typing import Self
 
+import numba
 import numpy as np
 
 from models.estimators.base import sequential_score_learn
 
-__all__ = ["SAD_EMPTY", "SadState", "StandardAbsoluteDeviation", "sad_learn", "sad_score"]
+__all__ = ["SAD_EMPTY", "SadState", "StandardAbsoluteDeviation", "sad_learn", "sad_score", "sad_score_learn_slots"]
 
 SadState = tuple[float, float, float]  # (count, mean, m2: the sum of squared deviations)
 SAD_EMPTY: SadState = (0.0, 0.0, 0.0)
@@ -46,6 +47,39 @@ def sad_learn(state: SadState, value: float) -> SadState:
     n += 1.0
     new_mean = mean + (1.0 / n) * (value - mean)
     return n, new_mean, m2 + 1.0 * (value - mean) * (value - new_mean)
+
+
+def sad_score_learn_slots(slots: np.ndarray, values: np.ndarray, allow: np.ndarray, cutoff: float,
+                          warm_after: float, states: np.ndarray, raw: np.ndarray, learned: np.ndarray) -> None:
+    """sad_score then sad_learn for one SadState per entity slot (a row of `states`), compiled.
+
+    Each value is scored against its entity's state (0.0 until `warm_after` values are
+    learned), then learned iff allowed and its score is below `cutoff`. Rows in stream order;
+    the same entity may repeat. Gives exactly sad_score's floats (tests check it)."""
+    _sad_slots(slots, values, allow, cutoff, warm_after, states, raw, learned, 0.5)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _sad_slots(slots: np.ndarray, values: np.ndarray, allow: np.ndarray, cutoff: float, warm_after: float,
+               states: np.ndarray, raw: np.ndarray, learned: np.ndarray, half: float) -> None:
+    # `half` arrives at run time on purpose: a literal `** 0.5` compiles to a correctly rounded
+    # sqrt, while CPython (and so River) calls pow(), which differs in the last bit now and then.
+    for i in range(slots.shape[0]):
+        row = states[slots[i]]
+        n, mean, m2 = row[0], row[1], row[2]
+        value = values[i]
+        if n >= warm_after:
+            variance = m2 / (n - 1.0) if n > 1.0 else 0.0
+            raw[i] = abs((value - mean) / (variance**half + 1e-10))
+        else:
+            raw[i] = 0.0
+        if allow[i] and raw[i] < cutoff:
+            n += 1.0
+            new_mean = mean + (1.0 / n) * (value - mean)
+            row[0], row[1], row[2] = n, new_mean, m2 + 1.0 * (value - mean) * (value - new_mean)
+            learned[i] = True
+        else:
+            learned[i] = False
 
 
 class StandardAbsoluteDeviation:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models.features.base import Feature, View, World, squash
+from models.features.base import Feature, kernel
 from models.features.commandline import COMMAND_LINE
 from models.features.logons import FAILED_LOGONS
 from models.features.rarity import RARITY
@@ -16,4 +16,4 @@ def feature_names(features: tuple[Feature, ...] = DEFAULT_FEATURES) -> tuple[str
     return tuple(name for feature in features for name in feature.outputs)
 
 
-__all__ = ["DEFAULT_FEATURES", "Feature", "View", "World", "feature_names", "squash"]
+__all__ = ["DEFAULT_FEATURES", "Feature", "feature_names", "kernel"]

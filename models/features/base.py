@@ -1,54 +1,75 @@
-"""The feature contract: one function per feature, reading history before recording the event.
+"""The feature contract: plain Python per event, a compiled loop per batch of entity rows.
 
-`step(view)` returns a tuple of floats in [0, 1], one per name in `outputs` (0.0 where it does
-not apply: a model reads a missing feature as 0.0), computed from the entity's history BEFORE this
-event (features are scored before they learn, like the models), then folds the event into the
-entity's `state.values` (and, on the event's first entity, into the shared `world`).
-`view.shared` is a per-event cache: work that depends only on the event (a command line's
-entropy, a process name's global rarity) is done once, not once per entity.
+A feature is at most two functions, both written in plain Python:
 
-Adding a feature is writing one such function in a module here and listing it in
-`models/features/__init__.py`; no cluster code changes.
+- `extract(event, category) -> tuple[float, ...]` (optional), run once per event: what the
+  feature needs from the event's fields (a command line's entropy, the hash of a process name),
+  `inputs` floats wide. Strings and dicts stay on this side.
+- `kernel(slot, event, first, time_ms, category, inputs, state, world, out)`, compiled with
+  `@kernel` (numba), run once per batch over the batch's entity rows in stream order. Row r is
+  entity slot `slot[r]` in event `event[r]`; `first[r]` marks the event's first entity (state
+  shared by all entities, `world`, learns once per event); `time_ms` (event time, never the wall
+  clock), `category` (an index into CATEGORIES) and `inputs` are per event. For every row the
+  kernel writes one value in [0, 1] per name in `outputs` into `out[r]`, computed from the
+  entity's history BEFORE this event (features are scored before they learn, like the models),
+  then folds the event into `state[slot[r]]`, the `state` columns this feature owns for the
+  entity. A new entity's state is all zeros. A model reads a missing feature as 0.0.
+
+Adding a feature is writing one module like these and listing it in `models/features/__init__.py`;
+no cluster code changes. `kernel.py_func` is the same loop uncompiled: tests run both on real
+events and require identical values, and NUMBA_DISABLE_JIT=1 runs everything uncompiled for
+a debugger.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from models.entities import Entity
-from models.sketch import CountMinSketch
-from models.state import EntityState
+import numba
+
+from models.features.categories import CATEGORIES
+
+Extract = Callable[[Mapping[str, Any], str], tuple[float, ...]]
 
 
-@dataclass(slots=True)
-class World:
-    """State shared by all entities of a scorer: how common things are across everyone."""
-
-    sketch: CountMinSketch = field(default_factory=CountMinSketch)
-
-
-@dataclass(slots=True)
-class View:
-    event: Mapping[str, Any]
-    time_ms: int
-    entity: Entity
-    state: EntityState
-    world: World
-    category: str
-    first: bool  # the event's first entity: world state learns once per event, not per entity
-    shared: dict[str, Any]  # per-event cache, common to the event's entities
+def kernel(function: Callable[..., None]) -> Any:
+    """Compiles a feature's batch loop. IEEE division (x/0 is inf or nan, as in numpy, not an
+    exception) and no fast-math, so the compiled loop gives exactly its Python source's floats."""
+    return numba.njit(cache=True, error_model="numpy", nogil=True)(function)
 
 
 @dataclass(frozen=True, slots=True)
 class Feature:
     name: str
-    outputs: tuple[str, ...]  # the names of the values step() returns, in order
-    step: Callable[[View], tuple[float, ...]]
+    outputs: tuple[str, ...]  # the names of the values the kernel writes per row, in order
+    kernel: Any  # a @kernel-compiled function with the signature above
+    state: int = 0  # state columns per entity
+    state_dtype: str = "float64"  # uint64 for bit sets
+    inputs: int = 0  # floats per event from `extract`
+    extract: Extract | None = None
+    world: tuple[int, ...] = (1,)  # shape of the state shared by every entity
+    world_dtype: str = "float64"
     doc: str = ""
 
+    def __post_init__(self) -> None:
+        if (self.extract is None) != (self.inputs == 0):
+            raise ValueError(f"feature {self.name!r}: `extract` and `inputs` go together")
 
-def squash(value: float, half: float) -> float:
-    """[0, inf) -> [0, 1): `half` maps to 0.5. Keeps rates usable by [0, 1]-bounded models."""
-    return value / (value + half) if value > 0 else 0.0
+    def __reduce__(self) -> tuple[Callable[..., Feature], tuple[str, str]]:
+        # A checkpoint names the feature instead of pickling its compiled kernel.
+        return _load_feature, (self.kernel.py_func.__module__, self.name)
+
+
+def _load_feature(module: str, name: str) -> Feature:
+    for value in vars(importlib.import_module(module)).values():
+        if isinstance(value, Feature) and value.name == name:
+            return value
+    raise LookupError(f"feature {name!r} is no longer defined in {module}")
+
+
+def category_index(name: str) -> int:
+    """The index kernels see for a category name (CATEGORIES order)."""
+    return CATEGORIES.index(name)

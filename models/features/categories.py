@@ -36,3 +36,6 @@ def event_category(event: Mapping[str, Any]) -> str:
     if "PowerShell" in channel:
         return "powershell"
     return "other"
+
+
+CATEGORY_INDEX: dict[str, int] = {name: i for i, name in enumerate(CATEGORIES)}

@@ -7,8 +7,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from models.features.base import Feature, View
-from models.sketch import bloom_bits
+import numpy as np
+
+from models.features.base import Feature, kernel
+from models.sketch import BLOOM_WORDS, bloom_seen_then_add, key_hashes, rarity_then_add
+
+_KINDS = ("process", "pair", "dest", "logon_type")
+_ABSENT = -1.0
+_NONE = (_ABSENT,) * (2 * len(_KINDS))
+_DEPTH, _WIDTH = 4, 4096
+# Process names, pairs and destinations repeat endlessly: hash each key string once.
+_HASHES: dict[str, tuple[int, int]] = {}
+_HASHES_CAP = 100_000
 
 
 def _base(path: Any) -> str | None:
@@ -39,36 +49,50 @@ def things(event: Mapping[str, Any], category: str) -> list[tuple[str, str]]:
     return found
 
 
-_KINDS = ("process", "pair", "dest", "logon_type")
 _SLOT = {kind: 2 * i for i, kind in enumerate(_KINDS)}
-_NONE = (0.0,) * (2 * len(_KINDS))
 
 
-def _event_level(view: View) -> list[tuple[int, int, float]]:
-    """(output slot, Bloom bits, global rarity before this event) per thing; once per event."""
-    cached = view.shared.get("rarity")
-    if cached is None:
-        sketch = view.world.sketch
-        cached = []
-        for kind, key in things(view.event, view.category):
-            # read before counting: the event does not make itself common
-            cached.append((_SLOT[kind], bloom_bits(key), sketch.rarity_then_add(key)))
-        view.shared["rarity"] = cached
-    return cached
-
-
-def step(view: View) -> tuple[float, ...]:
-    found = _event_level(view)
+def extract(event: Mapping[str, Any], category: str) -> tuple[float, ...]:
+    """The two hashes of each kind's key, -1 where the event has none of that kind."""
+    if category not in ("process", "network", "logon"):
+        return _NONE
+    found = things(event, category)
     if not found:
         return _NONE
-    result = list(_NONE)
-    state = view.state
-    for slot, bits, global_rarity in found:
-        result[slot] = 0.0 if state.seen & bits == bits else 1.0  # new_<kind>
-        result[slot + 1] = global_rarity  # <kind>_rarity
-        state.seen |= bits
-    return tuple(result)
+    values = list(_NONE)
+    for kind, key in found:
+        hashes = _HASHES.get(key)
+        if hashes is None:
+            if len(_HASHES) >= _HASHES_CAP:
+                _HASHES.clear()
+            hashes = _HASHES[key] = key_hashes(key)
+        slot = _SLOT[kind]
+        values[slot], values[slot + 1] = hashes
+    return tuple(values)
+
+
+@kernel
+def step(slot: np.ndarray, event: np.ndarray, first: np.ndarray, time_ms: np.ndarray, category: np.ndarray,
+         inputs: np.ndarray, state: np.ndarray, world: np.ndarray, out: np.ndarray) -> None:
+    kinds = inputs.shape[1] // 2
+    common = np.zeros(kinds)  # rarity across everyone: once per event, read before counting it
+    for r in range(slot.shape[0]):
+        e = event[r]
+        bits = state[slot[r]]
+        for k in range(kinds):
+            h1 = inputs[e, 2 * k]
+            if h1 < 0.0:
+                out[r, 2 * k] = 0.0
+                out[r, 2 * k + 1] = 0.0
+                continue
+            h2 = inputs[e, 2 * k + 1]
+            if first[r]:
+                common[k] = rarity_then_add(world, int(h1), int(h2), k)
+            out[r, 2 * k] = 0.0 if bloom_seen_then_add(bits, int(h1), int(h2)) else 1.0  # new_<kind>
+            out[r, 2 * k + 1] = common[k]  # <kind>_rarity
 
 
 RARITY = Feature("rarity", tuple(n for k in _KINDS for n in (f"new_{k}", f"{k}_rarity")), step,
-                 "first time this entity does it (per entity) and how rare it is across all entities")
+                 state=BLOOM_WORDS, state_dtype="uint64", inputs=2 * len(_KINDS), extract=extract,
+                 world=(_DEPTH + 1, _WIDTH), world_dtype="uint64",
+                 doc="first time this entity does it (per entity) and how rare it is across all entities")

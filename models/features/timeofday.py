@@ -8,29 +8,34 @@ from __future__ import annotations
 
 import math
 
-from models.features.base import Feature, View
+import numpy as np
+
+from models.features.base import Feature, kernel
 
 _DAY_MS = 86_400_000
 _WEIGHT = 0.05
 
 
-def step(view: View) -> tuple[float, ...]:
-    angle = view.shared.get("hour")
-    if angle is None:
-        radians = 2 * math.pi * (view.time_ms % _DAY_MS) / _DAY_MS
-        angle = view.shared["hour"] = (math.cos(radians), math.sin(radians))
-    cos_now, sin_now = angle
-    values = view.state.values
-    c = values.get("hour_cos", 0.0)
-    s = values.get("hour_sin", 0.0)
-    values["hour_cos"] = (1 - _WEIGHT) * c + _WEIGHT * cos_now
-    values["hour_sin"] = (1 - _WEIGHT) * s + _WEIGHT * sin_now
-    strength = math.hypot(c, s)  # 0: no habit, 1: always the same time
-    if strength == 0.0:
-        return (0.0,)
-    agreement = (c * cos_now + s * sin_now) / strength
-    return (strength * (1.0 - agreement) / 2.0,)
+@kernel
+def step(slot: np.ndarray, event: np.ndarray, first: np.ndarray, time_ms: np.ndarray, category: np.ndarray,
+         inputs: np.ndarray, state: np.ndarray, world: np.ndarray, out: np.ndarray) -> None:
+    for r in range(slot.shape[0]):
+        s = state[slot[r]]
+        radians = 2.0 * math.pi * (time_ms[event[r]] % _DAY_MS) / _DAY_MS
+        cos_now = math.cos(radians)
+        sin_now = math.sin(radians)
+        c = s[0]
+        n = s[1]
+        s[0] = (1.0 - _WEIGHT) * c + _WEIGHT * cos_now
+        s[1] = (1.0 - _WEIGHT) * n + _WEIGHT * sin_now
+        strength = math.hypot(c, n)  # 0: no habit, 1: always the same time
+        if strength == 0.0:
+            out[r, 0] = 0.0
+        else:
+            agreement = (c * cos_now + n * sin_now) / strength
+            deviation = strength * (1.0 - agreement) / 2.0
+            out[r, 0] = deviation if deviation > 0.0 else 0.0  # rounding can push agreement past 1
 
 
-TIME_OF_DAY = Feature("time_of_day", ("hour_deviation",), step,
-                      "distance of the event's hour from the entity's usual hours, weighted by habit strength")
+TIME_OF_DAY = Feature("time_of_day", ("hour_deviation",), step, state=2,
+                      doc="distance of the event's hour from the entity's usual hours, weighted by habit strength")
