@@ -31,11 +31,14 @@
       checkpoint_interval_s: 30             # 0 = after every batch
       calibration_window: 2000              # scores per calibration window; no anomaly before the first
       seed: 0
+      entity_fields: {}                     # {type: [field, ...]}, first present wins; {} = Windows defaults
+      entities: []                          # per Sigma logsource, over entity_fields; [] switches a type off, e.g.
+                                            # - {logsource: {service: security}, fields: {user: [TargetUserName]}}
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +87,8 @@ class ModelsConfig:
     checkpoint_interval_s: int = 30
     calibration_window: int = 2000  # learned scores per calibration reference (warm-up before alerts)
     seed: int = 0
+    entity_fields: dict[str, tuple[str, ...]] = field(default_factory=dict)  # {} = the Windows defaults
+    entities: tuple[Any, ...] = ()  # EntityRule per Sigma logsource
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +133,7 @@ def config_from_dict(data: Any, source: str = "<config>") -> ClusterConfig:
             raise ConfigError(f"{source}: processing.{name} must be at least 1")
     if not kafka.input_topics:
         raise ConfigError(f"{source}: kafka.input_topics must name at least one topic")
-    models = _section(ModelsConfig, data.get("models", {}), "models", source)
+    models = _models_section(data.get("models", {}), source)
     if not 0 < models.threshold <= 1:
         raise ConfigError(f"{source}: models.threshold must be in (0, 1], got {models.threshold!r}")
     for name in ("max_entities", "entity_ttl_hours", "checkpoint_interval_s", "calibration_window"):
@@ -149,6 +154,21 @@ def _known(data: dict[str, Any], allowed: set[str], prefix: str, source: str) ->
     unknown = sorted(set(map(str, data)) - allowed)
     if unknown:
         raise ConfigError(f"{source}: unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(allowed))})")
+
+
+def _models_section(raw: Any, source: str) -> ModelsConfig:
+    from models.entities import entity_fields_from_config, entity_rules_from_config
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: models must be a mapping")
+    rest = {k: v for k, v in raw.items() if k not in ("entity_fields", "entities")}
+    models = _section(ModelsConfig, rest, "models", source)
+    extra: dict[str, Any] = {}
+    if "entity_fields" in raw:
+        extra["entity_fields"] = entity_fields_from_config(raw["entity_fields"], f"{source}: models.entity_fields")
+    if "entities" in raw:
+        extra["entities"] = entity_rules_from_config(raw["entities"] or [], f"{source}: models.entities")
+    return replace(models, **extra) if extra else models
 
 
 def _section(cls: Any, raw: Any, name: str, source: str) -> Any:

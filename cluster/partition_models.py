@@ -19,6 +19,7 @@ from typing import Any
 
 from cluster.checkpoints import Checkpoint, CheckpointStore
 from cluster.config import ModelsConfig
+from models.entities import DEFAULT_ENTITY_FIELDS
 from models.scorer import EntityScorer, ScorerConfig
 
 Partition = tuple[str, int]
@@ -27,7 +28,8 @@ Partition = tuple[str, int]
 def scorer_config(config: ModelsConfig) -> ScorerConfig:
     return ScorerConfig(model=config.model, seed=config.seed, threshold=config.threshold,
                         calibration_window=config.calibration_window, max_entities=config.max_entities,
-                        ttl_ms=config.entity_ttl_hours * 3600 * 1000)
+                        ttl_ms=config.entity_ttl_hours * 3600 * 1000,
+                        entity_fields=config.entity_fields or dict(DEFAULT_ENTITY_FIELDS), entity_rules=config.entities)
 
 
 class PartitionModels:

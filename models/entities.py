@@ -2,14 +2,19 @@
 
 The mapping is data (entity type -> the event fields that name it, first present wins), so a
 deployment with other log shapes configures it instead of changing code. The defaults follow
-the flattened Windows events of ../shared/README.md (Sysmon and Security channels).
+the flattened Windows events of ../shared/README.md (Sysmon and Security channels); rules per
+Sigma logsource (EntityMapping) override them for the events of that logsource, routed by the
+same mapping the Sigma engine uses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from detectors.errors import ConfigError
+from detectors.routing import LogSource, LogsourceMapping
 
 DEFAULT_ENTITY_FIELDS: dict[str, tuple[str, ...]] = {
     "host": ("Computer", "host", "hostname"),
@@ -93,3 +98,89 @@ def extract_entities(
                 found.append(entity)
                 break
     return found
+
+
+Fields = Mapping[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class EntityRule:
+    """Entity fields for the events of one Sigma logsource (None in the triple: any value).
+    The types it lists replace the defaults' for those events; an empty list switches a type off."""
+
+    logsource: LogSource
+    fields: Fields
+
+
+class EntityMapping:
+    """Entity fields per event: the first rule whose logsource covers one of the event's
+    logsources, merged over the defaults; the defaults alone for every other event."""
+
+    def __init__(self, defaults: Fields = DEFAULT_ENTITY_FIELDS, rules: Sequence[EntityRule] = ()) -> None:
+        self.defaults = dict(defaults)
+        self.rules = tuple(rules)
+        self._merged = [{**self.defaults, **rule.fields} for rule in self.rules]
+        types = list(self.defaults)
+        for rule in self.rules:
+            types += [t for t in rule.fields if t not in types]
+        self.types = tuple(types)
+        self._routing: LogsourceMapping | None = None
+        self._by_route: dict[tuple[Any, ...], Fields] = {}
+
+    def fields_for(self, event: Mapping[str, Any]) -> Fields:
+        if not self.rules:
+            return self.defaults
+        if self._routing is None:
+            self._routing = LogsourceMapping.default()
+        key = self._routing.route_key(event)
+        found = self._by_route.get(key)
+        if found is None:
+            found = self.defaults
+            logsources = self._routing.route(event).logsources
+            for rule, merged in zip(self.rules, self._merged):
+                if any(rule.logsource.covers(logsource) for logsource in logsources):
+                    found = merged
+                    break
+            if len(self._by_route) >= 10_000:
+                self._by_route.clear()
+            self._by_route[key] = found
+        return found
+
+    def __getstate__(self) -> tuple[dict[str, tuple[str, ...]], tuple[EntityRule, ...]]:
+        return self.defaults, self.rules  # routing and its cache are rebuilt on first use
+
+    def __setstate__(self, state: tuple[dict[str, tuple[str, ...]], tuple[EntityRule, ...]]) -> None:
+        self.__init__(*state)  # type: ignore[misc]
+
+
+def entity_fields_from_config(raw: Any, where: str) -> dict[str, tuple[str, ...]]:
+    """{entity type: [field, ...]} from a config, checked."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping of entity type to a list of field names")
+    fields: dict[str, tuple[str, ...]] = {}
+    for entity_type, names in raw.items():
+        if isinstance(names, str):
+            names = [names]
+        if not isinstance(entity_type, str) or not entity_type or not isinstance(names, list) \
+                or not all(isinstance(n, str) and n for n in names):
+            raise ConfigError(f"{where}.{entity_type} must be a list of field names")
+        fields[entity_type] = tuple(names)
+    return fields
+
+
+def entity_rules_from_config(raw: Any, where: str) -> tuple[EntityRule, ...]:
+    """`[{logsource: {product, category, service}, fields: {type: [field, ...]}}, ...]`, checked."""
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where} must be a list of {{logsource: ..., fields: ...}}")
+    rules: list[EntityRule] = []
+    for number, item in enumerate(raw):
+        at = f"{where}[{number}]"
+        if not isinstance(item, dict) or set(item) - {"logsource", "fields"} or "fields" not in item:
+            raise ConfigError(f"{at} must be a mapping with `logsource` and `fields`")
+        logsource = item.get("logsource") or {}
+        if not isinstance(logsource, dict) or set(logsource) - {"product", "category", "service"} \
+                or not all(isinstance(v, str) for v in logsource.values()):
+            raise ConfigError(f"{at}.logsource must be a mapping of product, category and service names")
+        rules.append(EntityRule(LogSource(logsource.get("product"), logsource.get("category"), logsource.get("service")),
+                                entity_fields_from_config(item["fields"], f"{at}.fields")))
+    return tuple(rules)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from models.calibration import QuantileCalibrator
-from models.entities import DEFAULT_ENTITY_FIELDS, Entity, extract_entities
+from models.entities import DEFAULT_ENTITY_FIELDS, Entity, EntityMapping, EntityRule, extract_entities
 from models.estimators.base import Estimator
 from models.estimators.sad import sad_score_learn_slots
 from models.features import DEFAULT_FEATURES, Feature, feature_names
@@ -38,6 +38,7 @@ class ScorerConfig:
     max_entities: int = 200_000
     ttl_ms: int = 7 * 24 * 3600 * 1000
     entity_fields: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_ENTITY_FIELDS))
+    entity_rules: tuple[EntityRule, ...] = ()  # per Sigma logsource, over entity_fields
     explain_top: int = 3
     # An entity that stays anomalous raises one anomaly detection per cooldown (event time), not
     # one per event: the correlator dedups further, but a burst should not flood the topic.
@@ -196,7 +197,8 @@ class EntityScorer:
         self.config = config or ScorerConfig()
         self.features = features
         self.names = feature_names(features)
-        self.types = tuple(self.config.entity_fields)
+        self.entity_mapping = EntityMapping(self.config.entity_fields, self.config.entity_rules)
+        self.types = self.entity_mapping.types
         self.table = EntityTable(self.config.max_entities, self.config.ttl_ms)
         # Per feature: its per-entity state (one row per table slot) and its shared world state.
         self.states = [np.zeros((0, f.state), dtype=f.state_dtype) for f in features]
@@ -247,7 +249,7 @@ class EntityScorer:
         feature's compiled kernel once over all the batch's entity rows."""
         table = self.table
         touch = table.touch
-        fields = self.config.entity_fields
+        fields_for = self.entity_mapping.fields_for
         type_index = {name: i for i, name in enumerate(self.types)}
         extracts = [(f.extract, [], (0.0,) * f.inputs) for f in self.features if f.extract is not None]
         offsets = [0]
@@ -269,7 +271,7 @@ class EntityScorer:
             times.append(time_ms)
             category = event_category(event)
             categories.append(CATEGORY_INDEX[category])
-            found = extract_entities(event, fields)
+            found = extract_entities(event, fields_for(event))
             if found:
                 first = True
                 for entity in found:

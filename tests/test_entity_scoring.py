@@ -181,3 +181,35 @@ def test_odd_events_score_without_error_and_features_stay_in_the_unit_interval()
             assert all(0.0 <= v <= 1.0 for v in scored.vector), scored.features
     assert results[0].entities[0].features["cmd_length"] == 1.0
     assert scorer.skipped_no_time == 3  # counted, and status reports it as events_without_time
+
+
+def test_entity_fields_per_sigma_logsource_override_the_windows_defaults() -> None:
+    import pytest
+
+    from cluster.config import config_from_dict
+    from cluster.partition_models import scorer_config
+    from detectors.errors import ConfigError
+
+    config = config_from_dict({"models": {"entities": [
+        {"logsource": {"product": "windows", "service": "security"},
+         "fields": {"user": ["SubjectUserName"], "src_ip": [], "target": ["TargetUserName"]}}]}})
+    scorer = EntityScorer(scorer_config(config.models))
+    explicit = {"Channel": "Security", "EventID": 4648, "Computer": "WS-07.corp.local", "SubjectUserName": "alice",
+                "TargetUserName": "admin", "IpAddress": "10.1.2.3", "TimeCreated_SystemTime": "2026-11-28T10:00:00Z"}
+    sysmon = {"Channel": "Microsoft-Windows-Sysmon/Operational", "EventID": 3, "Computer": "WS-07",
+              "User": "CORP\\bob", "SourceIp": "10.1.2.3", "Image": "C:\\Windows\\System32\\svchost.exe",
+              "UtcTime": "2026-11-28 10:00:01.000"}
+    results = scorer.score_batch([explicit, sysmon], [event_time_ms(explicit), event_time_ms(sysmon)], [False, False])
+    assert list(results[0].as_dict()) == ["host:ws-07", "user:alice", "target:admin"]  # the rule, for Security
+    assert list(results[1].as_dict()) == ["host:ws-07", "user:bob", "src_ip:10.1.2.3", "process:svchost.exe"]
+    defaults = EntityScorer().score_batch([explicit], [event_time_ms(explicit)], [False])
+    assert list(defaults[0].as_dict()) == ["host:ws-07", "user:admin", "src_ip:10.1.2.3"]
+    restored = pickle.loads(pickle.dumps(scorer))  # a checkpoint keeps the mapping
+    assert list(restored.score_batch([explicit], [event_time_ms(explicit)], [False])[0].as_dict()) == \
+        ["host:ws-07", "user:alice", "target:admin"]
+    for bad, key in (({"entities": {"logsource": {}}}, "models.entities"),
+                     ({"entities": [{"logsource": {"produkt": "x"}, "fields": {}}]}, "models.entities[0].logsource"),
+                     ({"entities": [{"fields": {"user": [1]}}]}, "models.entities[0].fields.user"),
+                     ({"entity_fields": {"host": "Computer", "user": {"a": 1}}}, "models.entity_fields.user")):
+        with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+            config_from_dict({"models": bad})
