@@ -20,7 +20,7 @@ from typing import Any
 from cluster.checkpoints import Checkpoint, CheckpointStore
 from cluster.config import ModelsConfig
 from models.entities import DEFAULT_ENTITY_FIELDS
-from models.scorer import EntityScorer, ScorerConfig
+from models.scorer import EntityScorer, ScorerConfig, warm_up
 
 Partition = tuple[str, int]
 
@@ -45,6 +45,7 @@ class PartitionModels:
         self.restored = 0
         self.replayed = 0
         self.errors: list[str] = []
+        warm_up(scorer_config(config), [config.shadow] if config.shadow else [])
 
     def _fresh(self) -> EntityScorer:
         scorer = EntityScorer(scorer_config(self.config))
