@@ -28,15 +28,26 @@ _NOBODY = frozenset({"", "-", "::1", "127.0.0.1", "0.0.0.0", "system", "local se
                      "anonymous logon", "n/a", "null", "dwm-1", "dwm-2", "umfd-0", "umfd-1"})
 
 
-@dataclass(frozen=True, slots=True)
 class Entity:
-    type: str
-    key: str
-    id: str = ""  # "type:key", the entity's name everywhere (tables, detections)
+    """One entity: its type ("host"), its key ("ws-01") and its id ("host:ws-01"), the name it
+    has everywhere (tables, detections). Immutable by convention; cheap to make, since a stream
+    of ever-new names makes one per event."""
 
-    def __post_init__(self) -> None:
-        if not self.id:
-            object.__setattr__(self, "id", f"{self.type}:{self.key}")
+    __slots__ = ("type", "key", "id")
+
+    def __init__(self, type: str, key: str) -> None:  # noqa: A002 - the entity's type
+        self.type = type
+        self.key = key
+        self.id = f"{type}:{key}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Entity) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"Entity({self.type!r}, {self.key!r})"
 
     def __str__(self) -> str:
         return self.id

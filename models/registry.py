@@ -11,12 +11,22 @@ A spec is picklable (module-level factories, plain dict params): scorer checkpoi
 Traceback (most recent call last):
 ...
 detectors.errors.ConfigError: unknown anomaly model 'iforest' (known: hst, loda, sad-rate)
+
+A spec's parameters can be changed by name, without code (config, `models shadow`, `models eval`):
+
+>>> get_model("hst(n_trees=25, window_size=1000)").params
+{'n_trees': 25, 'height': 8, 'window_size': 1000}
+>>> get_model("hst(depth=3)")
+Traceback (most recent call last):
+...
+detectors.errors.ConfigError: model 'hst(depth=3)': unknown parameter 'depth' (hst takes height, n_trees, window_size)
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from detectors.errors import ConfigError
@@ -71,12 +81,47 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+_CALL = re.compile(r"^\s*([\w.-]+)\s*(?:\((.*)\))?\s*$", re.S)
+
+
 def get_model(name: str) -> ModelSpec:
+    """A registered spec by name, optionally with parameters changed: `hst(n_trees=25)`."""
+    match = _CALL.match(name)
+    base = match.group(1) if match else name
     try:
-        return MODELS[name]
+        spec = MODELS[base]
     except KeyError:
         known = ", ".join(sorted(MODELS))
-        raise ConfigError(f"unknown anomaly model {name!r} (known: {known})") from None
+        raise ConfigError(f"unknown anomaly model {base!r} (known: {known})") from None
+    if not match or match.group(2) is None:
+        return spec
+    params = dict(spec.params)
+    for item in filter(None, (part.strip() for part in match.group(2).split(","))):
+        key, sep, text = (x.strip() for x in item.partition("="))
+        if not sep or key not in spec.params:
+            known = ", ".join(sorted(spec.params)) or "no parameters"
+            what = f"unknown parameter {key!r}" if sep else f"{item!r} is not name=value"
+            raise ConfigError(f"model {name!r}: {what} ({base} takes {known})")
+        params[key] = _value(text, spec.params[key], name, key)
+    return replace(spec, name=name.strip(), params=params)
+
+
+def _value(text: str, default: Any, model: str, key: str) -> Any:
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false"):
+                raise ValueError(text)
+            return text.lower() == "true"
+        if isinstance(default, int):
+            value = int(text)
+            if value < 1:
+                raise ValueError(text)
+            return value
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        raise ConfigError(f"model {model!r}: {key} must be a positive {type(default).__name__}, got {text!r}") from None
+    return text.strip("'\"")
 
 
 def list_models() -> list[ModelSpec]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from detectors.errors import ConfigError
 from models.calibration import QuantileCalibrator
 from models.entities import DEFAULT_ENTITY_FIELDS, Entity, EntityMapping, EntityRule, extract_entities
 from models.estimators.base import Estimator
@@ -161,6 +162,9 @@ class ModelSlot:
         self.calibration_window = calibration_window
         self.names = names
         self.spec = get_model(spec_name)
+        if self.spec.kind == "univariate" and self.spec.params.get("feature") not in names:
+            raise ConfigError(f"model {spec_name!r}: no feature {self.spec.params.get('feature')!r} "
+                              f"(features: {', '.join(names)})")
         self.types: dict[str, _TypeModel] = {}
 
     @property

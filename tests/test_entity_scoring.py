@@ -213,3 +213,24 @@ def test_entity_fields_per_sigma_logsource_override_the_windows_defaults() -> No
                      ({"entity_fields": {"host": "Computer", "user": {"a": 1}}}, "models.entity_fields.user")):
         with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
             config_from_dict({"models": bad})
+
+
+def test_a_model_spec_with_changed_parameters_scores_checkpoints_and_names_itself() -> None:
+    import pytest
+
+    from detectors.errors import ConfigError
+
+    events = list(generate(3_000, seed=5, attack_share=0.0))
+    scorer = EntityScorer(ScorerConfig(model="hst(n_trees=3, window_size=50)", calibration_window=200))
+    assert scorer.start_shadow("sad-rate(feature=rate_10m)") == "sad-rate(feature=rate_10m)@2"
+    _run(scorer, events[:2_000])
+    trees = scorer.active.for_type("host").estimator
+    assert (trees.n_trees, trees.height, trees.window_size) == (3, 8, 50)
+    assert scorer.model_label == "hst(n_trees=3, window_size=50)@1"
+    restored = pickle.loads(pickle.dumps(scorer))
+    assert _scores(_run(restored, events[2_000:])) == _scores(_run(scorer, events[2_000:]))
+    assert max(s for s, in [(r.max_score,) for r in _run(scorer, events[:500])]) > 0.0  # warm and scoring
+    with pytest.raises(ConfigError, match="no feature 'nope'"):
+        scorer.start_shadow("sad-rate(feature=nope)")
+    with pytest.raises(ConfigError, match="unknown parameter 'trees'"):
+        EntityScorer(ScorerConfig(model="hst(trees=3)"))
