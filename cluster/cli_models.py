@@ -324,7 +324,7 @@ def _eval_stream(args: argparse.Namespace, spec: Any) -> tuple[Evaluation, Repla
     from cluster.partition_models import scorer_config
     from cluster.rulefiles import load_rules_from_paths
     from detectors.engine import SigmaEngine
-    from models.scorer import EntityScorer
+    from models.scorer import EntityScorer, warm_up
 
     config = load_config(args.config)
     models = replace(config.models, model=spec.name)
@@ -341,6 +341,7 @@ def _eval_stream(args: argparse.Namespace, spec: Any) -> tuple[Evaluation, Repla
         ruleset = load_rules_from_paths(replay.rule_paths, config.rules.pipelines, config.rules.placeholders)
         rules, version = ruleset.rules, ruleset.version
         replay.rules = len(rules)
+    warm_up(settings)  # as a worker does at start: latency figures are the steady state's
     recorder = RecordingScorer(EntityScorer(settings))
     replay.features = list(recorder.scorer.names)
     detector = Detector(SigmaEngine(rules), version, DetectionSettings(), None)
