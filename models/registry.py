@@ -71,7 +71,7 @@ def _sad(feature_names: tuple[str, ...], seed: int, *, feature: str) -> Estimato
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("hst", "Half-Space Trees (River-exact, numpy batch form); features in [0, 1]", "shared",
+        ModelSpec("hst", "Half-Space Trees (River-exact, compiled batch form); features in [0, 1]", "shared",
                   _hst, {"n_trees": 10, "height": 8, "window_size": 250}),
         ModelSpec("loda", "LODA: sparse random projections, streaming histograms (River)", "shared",
                   _loda, {"n_bins": 10, "n_random_cuts": 100}),

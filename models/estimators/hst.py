@@ -1,4 +1,4 @@
-"""Half-Space Trees, score for score equal to `river.anomaly.HalfSpaceTrees`, with a numpy batch form.
+"""Half-Space Trees, score for score equal to `river.anomaly.HalfSpaceTrees`, with a compiled batch form.
 
 The trees are drawn exactly as River draws them (same `random.Random(seed)` calls, in the same
 order, over the features in sorted order), then kept as flat arrays: for tree t and internal node
