@@ -1,8 +1,8 @@
 """The contract every anomaly estimator (and the calibrator) keeps; see models/estimators/base.py.
 
 Parametrized over every registered model, plus small-window HST variants whose reference windows
-swap inside the short streams hypothesis draws (and the online-scaled HST, whose batch form cuts
-blocks where the scaler's ranges move).
+swap inside the short streams hypothesis draws (and the online-scaled HST, whose scaler's ranges
+move as rows are learned).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 HST: same trees, same scores (compared exactly: both sum the same integers and divide once, so
 equality is bit for bit, stronger than the isclose(rel=1e-9) the spec asks for), one row at a time
-and through the numpy batch form. SAD: the same float operations as River's, so exact too.
+and through the compiled batch form. SAD: the same float operations as River's, so exact too.
 
 Shuttle (River's bundled ODDS version, 49,097 rows, 7% anomalies), prequential (score, then
 learn every row), online min/max scaling, seed 42 as in River's Shuttle docstring (which reports
