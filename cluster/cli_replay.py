@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections import Counter
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from cluster.cli_common import run_guarded
-from cluster.config import load_config
-from cluster.detect import DetectionSettings, Detector
-from cluster.file_source import file_records
-from cluster.rulefiles import load_rules_from_paths
-from detectors.engine import SigmaEngine
+from cluster.cli_common import fail, run_guarded
+from cluster.config import ClusterConfig, load_config
+from cluster.detect import OutputRecord
+from cluster.file_replay import replay_files
 
 
 def register(commands: Any) -> None:
@@ -22,7 +21,8 @@ def register(commands: Any) -> None:
         help="run files (JSON lines, EVTX) through the cluster's processing code, no broker needed",
         description="Reads the files in order, as fast as possible or at --rate events/s, and writes "
         "the records the cluster would produce to its detections topic, one JSON object per line. "
-        "Undecodable records are counted as dead letters and reported at the end.",
+        "Undecodable records are counted as dead letters and reported at the end. With --workers N the files "
+        "are spread over N Ray actors that write to --output DIR instead.",
     )
     replay.add_argument("files", nargs="+", metavar="FILE")
     replay.add_argument("--config", metavar="FILE", help="cluster YAML (its rules settings are used)")
@@ -30,46 +30,72 @@ def register(commands: Any) -> None:
     replay.add_argument("--rate", type=float, default=0, help="events per second (default: as fast as possible)")
     replay.add_argument("--no-models", action="store_true", help="Sigma only: no entity scores or anomaly detections")
     replay.add_argument("--model", metavar="NAME", help="the anomaly model (default: the config's models.model)")
+    replay.add_argument("--workers", type=int, default=0, metavar="N",
+                        help="run on N Ray actors in parallel, each file its own entity state like a partition "
+                             "(default 0: in this process, writing to stdout)")
+    replay.add_argument("--output", default="sigmaray-replay", metavar="DIR",
+                        help="with --workers: where each worker writes detections-<worker>.jsonl (default ./sigmaray-replay)")
+    replay.add_argument("--address", metavar="ADDR", help="with --workers: a running Ray cluster (default: a new local Ray)")
     replay.set_defaults(run=lambda args: run_guarded(_replay, args))
 
 
 def _replay(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    paths = args.rules or list(config.rules.paths)
-    ruleset = load_rules_from_paths(paths, config.rules.pipelines, config.rules.placeholders)
-    scorer = None
-    if config.models.enabled and not args.no_models:
-        from dataclasses import replace
-
-        from cluster.partition_models import scorer_config
-        from models.scorer import EntityScorer
-
-        models = replace(config.models, model=args.model) if args.model else config.models
-        # One scorer for the whole replay: the files play the part of one partition.
-        scorer = EntityScorer(scorer_config(models))
-    detector = Detector(SigmaEngine(ruleset.rules), ruleset.version, DetectionSettings(), scorer)
-    counts: Counter[str] = Counter()
-    dead: list[str] = []
-    started = time.perf_counter()
+    if args.workers:
+        return _replay_on_ray(args, config)
     out = sys.stdout
-    for batch in file_records(args.files, args.rate, config.processing.batch_size):
-        result = detector.process(batch)
-        counts.update(result.counts)
-        for output in result.outputs:
-            if output.topic == detector.settings.dead_letter_topic:
-                headers = dict(output.headers)
-                if len(dead) < 10:
-                    dead.append(f"{headers['source.topic'].decode()}:{headers['source.offset'].decode()}: "
-                                f"{headers['error'].decode(errors='replace')}")
-                continue
+
+    def write(output: OutputRecord, dead: bool) -> None:
+        if not dead:  # dead letters are counted and the first ones listed at the end
             out.write(output.value.decode() + "\n")
+
+    # One entity state for the whole replay: the files play the part of one partition.
+    result = replay_files(config, args.files, write, rule_paths=args.rules or (), rate=args.rate, model=args.model,
+                          models=not args.no_models)
     out.flush()
+    counts = result.counts
     print(
-        f"replayed {counts['events']} events in {time.perf_counter() - started:.1f}s: "
+        f"replayed {counts['events']} events in {result.seconds:.1f}s: "
         f"{counts['detections']} detections, {counts['anomalies']} anomalies, {counts['dead_letter']} dead letters "
-        f"(ruleset {ruleset.version}, model {scorer.model_label if scorer else 'off'})",
+        f"(ruleset {result.ruleset_version}, model {result.model})",
         file=sys.stderr,
     )
-    for line in dead:
+    for line in result.dead:
         print(f"  dead letter {line}", file=sys.stderr)
+    return 0
+
+
+def _replay_on_ray(args: argparse.Namespace, config: ClusterConfig) -> int:
+    from cluster.actors import config_to_dict
+    from cluster.cli_run import _connect
+    from cluster.file_workers import FileWorker, spread
+
+    missing = [path for path in args.files if not Path(path).is_file()]
+    if missing:
+        return fail(f"no such file: {missing[0]}")
+    _connect(args.address or "local")
+    import ray
+
+    shares = [share for share in spread([str(Path(p).resolve()) for p in args.files], args.workers) if share]
+    output = str(Path(args.output).resolve())
+    # Workers may run elsewhere (another directory, another node): they get absolute paths.
+    config = replace(config, rules=replace(config.rules, paths=tuple(str(Path(p).resolve()) for p in config.rules.paths)))
+    workers = [FileWorker.remote(config_to_dict(config), f"w{i}") for i in range(len(shares))]
+    rate = args.rate / len(shares) if args.rate else 0
+    rules = [str(Path(p).resolve()) for p in args.rules or ()]
+    reports = ray.get([w.run.remote(share, output, rate, rules, args.model, not args.no_models)
+                       for w, share in zip(workers, shares)])
+    counts: Counter[str] = Counter()
+    for report in reports:
+        counts.update(report["counts"])
+        print(f"{report['worker']:<4} {report['files']:>3} files  {report['counts'].get('events', 0):>9,} events  "
+              f"{report['counts'].get('detections', 0):>7,} detections  {report['counts'].get('anomalies', 0):>6,} anomalies  "
+              f"{report['counts'].get('dead_letter', 0):>5,} dead letters  {report['seconds']:.1f}s  → {report['outputs']['detections']}",
+              file=sys.stderr)
+        for line in report["dead"]:
+            print(f"     dead letter {line}", file=sys.stderr)
+    print(f"replayed {counts['events']} events on {len(shares)} Ray workers: {counts['detections']} detections, "
+          f"{counts['anomalies']} anomalies, {counts['dead_letter']} dead letters (ruleset {reports[0]['ruleset']}, "
+          f"model {reports[0]['model']}; each file its own entity state, as a partition); outputs in {output}",
+          file=sys.stderr)
     return 0
