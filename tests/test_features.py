@@ -104,3 +104,25 @@ def test_a_feature_written_outside_the_project_plugs_into_the_scorer_and_its_che
     again = [r.as_dict() for r in restored.score_batch(rest, [event_time_ms(e) for e in rest], [False] * 10)]
     assert again == [r.as_dict() for r in scorer.score_batch(rest, [event_time_ms(e) for e in rest], [False] * 10)]
     assert math.isclose(restored.states[-1][restored.table.slot("host:srv-9"), 0], 1 - 0.9**20)
+
+
+def _admin_share_in_python(slot: np.ndarray, event: np.ndarray, first: np.ndarray, time_ms: np.ndarray,
+                           category: np.ndarray, inputs: np.ndarray, state: np.ndarray, world: np.ndarray,
+                           out: np.ndarray) -> None:
+    for r in range(len(slot)):  # no @kernel: plain Python, any Python
+        out[r, 0] = float(state[slot[r], 0])
+        state[slot[r], 0] = 0.9 * state[slot[r], 0] + 0.1 * inputs[event[r], 0]
+
+
+ADMIN_SHARE_IN_PYTHON = Feature("admin_share_py", ("admin_share",), _admin_share_in_python, state=1, inputs=1,
+                                extract=_extract_admin)
+
+
+def test_an_uncompiled_feature_runs_as_plain_python_and_agrees_with_its_compiled_twin() -> None:
+    events = [{"Channel": "Security", "EventID": 4688, "Computer": f"SRV-{n % 3}", "User": "CORP\\Administrator"
+               if n % 4 else "CORP\\bob", "TimeCreated_SystemTime": f"2026-11-28T10:00:{n:02d}Z"} for n in range(40)]
+    times = [event_time_ms(e) for e in events]
+    compiled = EntityScorer(features=(ADMIN_SHARE,)).features_of(events, times).X
+    scorer = EntityScorer(features=(ADMIN_SHARE_IN_PYTHON,))
+    assert np.array_equal(scorer.features_of(events, times).X, compiled) and compiled.max() > 0.5
+    assert pickle.loads(pickle.dumps(scorer)).features == (ADMIN_SHARE_IN_PYTHON,)
