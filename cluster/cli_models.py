@@ -146,6 +146,9 @@ def _list(args: argparse.Namespace) -> int:
     kinds = max((len(str(s.kind)) for s in specs), default=4)
     for spec in specs:
         print(f"{spec.name:<{width}}  {spec.kind!s:<{kinds}}  {spec.description}")
+        if spec.params:
+            print(f"{'':<{width}}  {'':<{kinds}}  parameters: " + ", ".join(f"{k}={v}" for k, v in spec.params.items()))
+    print('\nAny parameter can be changed by name wherever a model is named, e.g. "hst(n_trees=25, window_size=1000)".')
     return 0
 
 
