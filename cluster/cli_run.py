@@ -133,4 +133,7 @@ def _print_table(status: dict[str, Any]) -> None:
         )
         if row.get("last_error"):
             print(f"{'':<12} last error: {row['last_error']}")
+        skipped = {k: models.get(k) for k in ("events_without_time", "feature_errors") if models.get(k)}
+        if skipped:  # counted skips are shown, never silent
+            print(f"{'':<12} " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in skipped.items()))
     print(f"restarts: {status['restarts']}" + (f", last error: {status['last_error']}" if status.get("last_error") else ""))

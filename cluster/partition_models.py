@@ -165,7 +165,8 @@ class PartitionModels:
         entities = sum(len(s.table) for s in self.scorers.values())
         scorer = next(iter(self.scorers.values()), None)
         no_time = sum(s.skipped_no_time for s in self.scorers.values())
-        return {"entities": entities, "events_without_time": no_time, "checkpoints_saved": self.saved, "checkpoints_restored": self.restored,
+        feature_errors = sum(sum(getattr(s, "feature_errors", {}).values()) for s in self.scorers.values())
+        return {"entities": entities, "events_without_time": no_time, "feature_errors": feature_errors, "checkpoints_saved": self.saved, "checkpoints_restored": self.restored,
                 "replayed_for_state": self.replayed, "model": scorer.model_label if scorer else self.config.model,
                 "shadow": scorer.shadow_label if scorer else (self.config.shadow or None),
                 "checkpoint_errors": self.errors[-3:]}

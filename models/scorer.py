@@ -214,6 +214,8 @@ class EntityScorer:
         self.last_time_ms = 0
         self.events_seen = 0
         self.skipped_no_time = 0
+        self.feature_errors: dict[str, int] = {}  # feature -> events whose `extract` failed (inputs 0.0)
+        self.last_feature_error = ""
 
     # ---------------------------------------------------------------- model versions
 
@@ -255,7 +257,7 @@ class EntityScorer:
         touch = table.touch
         fields_for = self.entity_mapping.fields_for
         type_index = {name: i for i, name in enumerate(self.types)}
-        extracts = [(f.extract, [], (0.0,) * f.inputs) for f in self.features if f.extract is not None]
+        extracts = [(f, [], (0.0,) * f.inputs) for f in self.features if f.extract is not None]
         offsets = [0]
         entities: list[Entity] = []
         slots: list[int] = []
@@ -285,8 +287,17 @@ class EntityScorer:
                     firsts.append(first)
                     rows_type.append(type_index[entity.type])
                     first = False
-                for extract, values, _ in extracts:
-                    values.append(extract(event, category))
+                for feature, values, nothing in extracts:
+                    try:
+                        got = feature.extract(event, category)  # type: ignore[misc]
+                        if len(got) != feature.inputs:
+                            raise ValueError(f"returned {len(got)} values, declares {feature.inputs}")
+                    except Exception as error:  # a feature's bug skips its inputs (counted), not the batch
+                        errors = self.__dict__.setdefault("feature_errors", {})  # (older checkpoints lack it)
+                        errors[feature.name] = errors.get(feature.name, 0) + 1
+                        self.last_feature_error = f"{feature.name}: {type(error).__name__}: {error}"
+                        got = nothing
+                    values.append(got)
             else:
                 for _, values, nothing in extracts:
                     values.append(nothing)

@@ -126,3 +126,21 @@ def test_an_uncompiled_feature_runs_as_plain_python_and_agrees_with_its_compiled
     scorer = EntityScorer(features=(ADMIN_SHARE_IN_PYTHON,))
     assert np.array_equal(scorer.features_of(events, times).X, compiled) and compiled.max() > 0.5
     assert pickle.loads(pickle.dumps(scorer)).features == (ADMIN_SHARE_IN_PYTHON,)
+
+
+def _extract_fragile(event: dict[str, Any], category: str) -> tuple[float, ...]:
+    if "boom" in event:
+        raise KeyError("boom")
+    return (1.0,) if event.get("User") else (0.0, 0.0)  # the second shape is a bug too
+
+
+FRAGILE = Feature("fragile", ("fragile",), _admin_share, state=1, inputs=1, extract=_extract_fragile)
+
+
+def test_a_failing_feature_extract_is_counted_and_never_fails_the_batch() -> None:
+    base = {"Channel": "Security", "EventID": 4688, "Computer": "WS-1", "TimeCreated_SystemTime": "2026-11-28T10:00:00Z"}
+    events = [dict(base, User="CORP\\u"), dict(base, boom=1, User="CORP\\u"), dict(base)]
+    scorer = EntityScorer(features=(*DEFAULT_FEATURES, FRAGILE))
+    results = scorer.score_batch(events, [event_time_ms(e) for e in events], [False] * 3)
+    assert [len(r.entities) for r in results] == [2, 2, 1]  # every event scored
+    assert scorer.feature_errors == {"fragile": 2} and "returned 2 values" in scorer.last_feature_error

@@ -20,7 +20,9 @@ no cluster code changes. `@kernel` is optional: an undecorated loop runs as plai
 Python allowed, about a microsecond per row instead of nanoseconds), which is how a feature can
 start before it is made fast. `kernel.py_func` is the compiled loop's own source: tests run both
 on real events and require identical values, and NUMBA_DISABLE_JIT=1 runs everything
-uncompiled for a debugger.
+uncompiled for a debugger. Compiled loops are not bounds-checked: set NUMBA_BOUNDSCHECK=1 while
+writing one. An `extract` that raises (or returns the wrong number of values) costs that event
+its inputs, as 0.0, counted in `EntityScorer.feature_errors`; it never fails the batch.
 """
 
 from __future__ import annotations
