@@ -7,7 +7,8 @@
    (entities + features only, no model), and each model named by --models. Reports events/s
    (median of the chunks) and the ratio between modes.
 2. Memory: a scorer filled with one million distinct entities (its cap); reports the growth of
-   the process's resident memory and bytes per entity.
+   the process's resident memory, bytes per entity, and the scoring speed while filling, when
+   every event brings two never-seen entities (the entity table's worst case).
 
 Usage: .venv/bin/python bench/models.py [--events 200000] [--models hst,sad-rate] [--entities 1000000]
 Prints one JSON object.
