@@ -140,12 +140,11 @@ def config_from_dict(data: Any, source: str = "<config>") -> ClusterConfig:
         if getattr(models, name) < 0 or (name in ("max_entities", "calibration_window") and getattr(models, name) < 1):
             raise ConfigError(f"{source}: models.{name} must be positive")
     if models.enabled:
-        from models.features import feature_names
-        from models.scorer import ModelSlot
+        from models.scorer import check_model
 
         for name in filter(None, (models.model, models.shadow)):
             try:
-                ModelSlot(name, 0, 0, 1, feature_names())  # the spec, its parameters, its feature
+                check_model(name)
             except Exception as error:
                 raise ConfigError(f"{source}: models.model/shadow: {error}") from error
     return ClusterConfig(kafka=kafka, processing=processing, rules=rules, models=models, workers=workers)

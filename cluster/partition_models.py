@@ -112,10 +112,9 @@ class PartitionModels:
         active model; `promote [NAME]` makes the shadow (or a new NAME) active and keeps the old
         active learning as the shadow; `rollback` swaps them back."""
         if command in ("shadow", "promote") and name:
-            from models.features import feature_names
-            from models.scorer import ModelSlot
+            from models.scorer import check_model
 
-            ModelSlot(name, 0, 0, 1, feature_names())  # a clear error before anything changes
+            check_model(name)  # a clear error before anything changes
         for scorer in self.scorers.values():
             if command == "shadow":
                 scorer.start_shadow(name)

@@ -127,7 +127,8 @@ class EntityMapping:
     """Entity fields per event: the first rule whose logsource covers one of the event's
     logsources, merged over the defaults; the defaults alone for every other event."""
 
-    def __init__(self, defaults: Fields = DEFAULT_ENTITY_FIELDS, rules: Sequence[EntityRule] = ()) -> None:
+    def __init__(self, defaults: Fields = DEFAULT_ENTITY_FIELDS, rules: Sequence[EntityRule] = (),
+                 routing: LogsourceMapping | None = None) -> None:
         self.defaults = dict(defaults)
         self.rules = tuple(rules)
         self._merged = [{**self.defaults, **rule.fields} for rule in self.rules]
@@ -135,14 +136,13 @@ class EntityMapping:
         for rule in self.rules:
             types += [t for t in rule.fields if t not in types]
         self.types = tuple(types)
-        self._routing: LogsourceMapping | None = None
+        # The engine's mapping, read once here (as the engine reads it), never per event.
+        self._routing = (routing or LogsourceMapping.default()) if self.rules else None
         self._by_route: dict[tuple[Any, ...], Fields] = {}
 
     def fields_for(self, event: Mapping[str, Any]) -> Fields:
-        if not self.rules:
-            return self.defaults
         if self._routing is None:
-            self._routing = LogsourceMapping.default()
+            return self.defaults
         key = self._routing.route_key(event)
         found = self._by_route.get(key)
         if found is None:
@@ -158,7 +158,7 @@ class EntityMapping:
         return found
 
     def __getstate__(self) -> tuple[dict[str, tuple[str, ...]], tuple[EntityRule, ...]]:
-        return self.defaults, self.rules  # routing and its cache are rebuilt on first use
+        return self.defaults, self.rules  # the routing and its cache are rebuilt on load
 
     def __setstate__(self, state: tuple[dict[str, tuple[str, ...]], tuple[EntityRule, ...]]) -> None:
         self.__init__(*state)  # type: ignore[misc]

@@ -203,6 +203,7 @@ class EntityScorer:
         self.names = feature_names(features)
         self.entity_mapping = EntityMapping(self.config.entity_fields, self.config.entity_rules)
         self.types = self.entity_mapping.types
+        self._type_index = {name: i for i, name in enumerate(self.types)}
         self.table = EntityTable(self.config.max_entities, self.config.ttl_ms)
         # Per feature: its per-entity state (one row per table slot) and its shared world state.
         self.states = [np.zeros((0, f.state), dtype=f.state_dtype) for f in features]
@@ -256,7 +257,7 @@ class EntityScorer:
         table = self.table
         touch = table.touch
         fields_for = self.entity_mapping.fields_for
-        type_index = {name: i for i, name in enumerate(self.types)}
+        type_index = self._type_index
         extracts = [(f, [], (0.0,) * f.inputs) for f in self.features if f.extract is not None]
         offsets = [0]
         entities: list[Entity] = []
@@ -328,17 +329,10 @@ class EntityScorer:
         return Rows(offsets, entities, slot, event, np.asarray(rows_type, dtype=np.int64), X, times)
 
     def _grow(self, size: int) -> None:
-        """State arrays with at least `size` rows: grown by half (amortized copies, at most a
-        third of the rows unused), never much past the table's cap."""
+        """State arrays with at least `size` rows."""
         ceiling = self.table.max_entities + 4_096
-        for arrays in (self.states, self.model_states):
-            items = enumerate(arrays) if isinstance(arrays, list) else list(arrays.items())
-            for key, array in items:
-                if len(array) < size:
-                    rows = max(size, min(len(array) + len(array) // 2, ceiling), 1_024)
-                    grown = np.zeros((rows, *array.shape[1:]), dtype=array.dtype)
-                    grown[:len(array)] = array
-                    arrays[key] = grown  # type: ignore[index]
+        self.states = [_grown(array, size, ceiling) for array in self.states]
+        self.model_states = {label: _grown(array, size, ceiling) for label, array in self.model_states.items()}
 
     # ---------------------------------------------------------------- scoring
 
@@ -451,6 +445,23 @@ class EntityScorer:
         return tuple(f"{self.names[i]}={vector[i]:.2f} (usually {model.mean[i]:.2f}"
                      + (f" ± {model.std[i]:.2f})" if model.std[i] >= 0.005 else ")")
                      for i in top if abs(z[i]) >= 1.0)
+
+
+def _grown(array: np.ndarray, size: int, ceiling: int) -> np.ndarray:
+    """`array` with at least `size` rows: grown by half (amortized copies, at most a third of
+    the rows unused), never much past the table's cap."""
+    if len(array) >= size:
+        return array
+    grown = np.zeros((max(size, min(len(array) + len(array) // 2, ceiling), 1_024), *array.shape[1:]),
+                     dtype=array.dtype)
+    grown[:len(array)] = array
+    return grown
+
+
+def check_model(name: str, names: tuple[str, ...] | None = None) -> None:
+    """Raises ConfigError unless `name` is a registered spec whose parameters (and, for a
+    univariate spec, whose feature among `names`, the default features by default) exist."""
+    ModelSlot(name, 0, 0, 1, names if names is not None else feature_names())
 
 
 _WARM_UP_EVENTS = (
