@@ -56,13 +56,17 @@ class PartitionWorker:
                 ("anomalies_out", "anomaly detections produced"),
                 ("dead_letters", "records sent to the dead-letter topic"),
                 ("redelivered_batches", "batches processed again after a failed delivery or commit"),
+                ("truncated", "outputs cut down to fit their topic's size limit"),
             )
         }
         batch_ms = Gauge("sigmaray_batch_latency_ms", description="last batch processing time", tag_keys=tags)
         lag = Gauge("sigmaray_consumer_lag", description="records behind the high watermark", tag_keys=tags)
         rule_hits = Counter("sigmaray_rule_hits_total", description="detections per rule", tag_keys=("worker", "rule"))
+        by_stage = Counter("sigmaray_dead_letters_by_stage_total", description="dead letters per failing stage",
+                           tag_keys=("worker", "stage"))
         sent: dict[str, int] = {}
         sent_hits: dict[str, int] = {}
+        sent_stages: dict[str, int] = {}
         worker = self.loop.metrics.worker
         while not self.stop_event.wait(2.0):
             metrics = self.loop.metrics
@@ -75,6 +79,10 @@ class PartitionWorker:
                 if value > sent_hits.get(rule, 0):
                     rule_hits.inc(value - sent_hits.get(rule, 0), tags={"worker": worker, "rule": rule})
                     sent_hits[rule] = value
+            for stage, value in list(metrics.dead_letters_by_stage.items()):
+                if value > sent_stages.get(stage, 0):
+                    by_stage.inc(value - sent_stages.get(stage, 0), tags={"worker": worker, "stage": stage})
+                    sent_stages[stage] = value
             batch_ms.set(metrics.last_batch_ms, tags={"worker": worker})
             lag.set(sum(metrics.lag.values()), tags={"worker": worker})
 
@@ -121,7 +129,8 @@ class Supervisor:
         # False until a rebalance has gone through: a failed one (broker down) is retried by the
         # watch, or the partitions of a replaced worker would stay unowned.
         self.balanced = False
-        self.last_error: str | None = None
+        self.last_error: str | None = None  # current only: cleared by the next quiet watch round
+        self.worker_errors: list[str] = []  # why replaced workers were replaced
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
         self.monitor = threading.Thread(target=self._watch, daemon=True)
@@ -201,30 +210,36 @@ class Supervisor:
                 self._replace_dead()
                 if not self.balanced:
                     with self.lock:
-                        self._rebalance()
+                        if not self.stop_event.is_set():
+                            self._rebalance()
+                self.last_error = None  # a quiet round: what went wrong before has recovered
             except Exception as error:  # e.g. the broker is down during a rebalance: try again
                 self.last_error = f"{type(error).__name__}: {error}"
 
     def _replace_dead(self) -> None:
-        dead = []
-        for name, worker in list(self.workers.items()):
+        dead: dict[str, str] = {}
+        for name, worker in self._snapshot().items():
             try:
                 health = ray.get(worker.ping.remote(), timeout=10)
                 if not health["alive"]:
-                    dead.append(name)
-                    self.last_error = f"{name}: {health['error']}"
-            except Exception:  # the actor process is gone (killed, crashed, node lost)
-                dead.append(name)
+                    dead[name] = f"{name}: {health['error']}"
+            except Exception as error:  # the actor process is gone (killed, crashed, node lost) or hangs
+                dead[name] = f"{name}: {type(error).__name__}"
         if not dead:
             return
+        # The table changes only under the lock, and not at all once shutdown has begun.
         with self.lock:
-            for name in dead:
+            if self.stop_event.is_set():
+                return
+            for name, reason in dead.items():
                 worker = self.workers.pop(name, None)
-                if worker is not None:
-                    try:
-                        ray.kill(worker)
-                    except Exception:
-                        pass  # already gone
+                if worker is None:
+                    continue  # scaled away meanwhile
+                self.worker_errors.append(reason)
+                try:
+                    ray.kill(worker)
+                except Exception:
+                    pass  # already gone
                 self.restarts += 1
                 self.generation += 1
                 new_name = f"worker-{self.generation}"
@@ -233,11 +248,17 @@ class Supervisor:
                 ).remote(self.config, new_name)
             self._rebalance()
 
+    def _snapshot(self) -> dict[str, Any]:
+        """A copy of the worker table to iterate while calls to the workers wait (dict() copies in
+        one step under the GIL; iterating the live table across a ray.get is what raced before)."""
+        return dict(self.workers)
+
     def model_command(self, command: str, name: str = "") -> dict[str, Any]:
         """Applies a model command on every worker (between their batches) and remembers it, so
         workers started later run the same models."""
         with self.lock:
-            replies = {n: ray.get(w.model_command.remote(command, name), timeout=120) for n, w in sorted(self.workers.items())}
+            replies = {n: ray.get(w.model_command.remote(command, name), timeout=120)
+                       for n, w in sorted(self._snapshot().items())}
             errors = {n: r["error"] for n, r in replies.items() if "error" in r}
             if not errors:
                 models = self.config.setdefault("models", {})
@@ -248,21 +269,26 @@ class Supervisor:
             return {"workers": replies, "errors": errors}
 
     def worker_pids(self) -> dict[str, int]:
-        return {name: ray.get(worker.pid.remote(), timeout=30) for name, worker in sorted(self.workers.items())}
+        return {name: ray.get(worker.pid.remote(), timeout=30) for name, worker in sorted(self._snapshot().items())}
 
     def status(self) -> dict[str, Any]:
         rows = []
-        for name, worker in sorted(self.workers.items()):
+        for name, worker in sorted(self._snapshot().items()):
             try:
                 rows.append(ray.get(worker.metrics.remote(), timeout=10))
             except Exception as error:
                 rows.append({"worker": name, "error": str(error)})
-        return {"workers": rows, "restarts": self.restarts, "last_error": self.last_error}
+        return {"workers": rows, "restarts": self.restarts, "last_error": self.last_error,
+                "replaced": list(self.worker_errors[-5:])}
 
     def shutdown(self) -> None:
-        """Stops the watch, lets every worker finish its batch, then ends the worker processes."""
+        """Stops the watch, lets every worker finish its batch, then ends the worker processes.
+        Safe while the watch is replacing a worker: the table is taken over under the lock, and
+        the watch changes nothing once the stop is set."""
         self.stop_event.set()
-        for worker in self.workers.values():
+        with self.lock:
+            workers, self.workers = dict(self.workers), {}
+        for worker in workers.values():
             try:
                 ray.get(worker.stop.remote(), timeout=60)
             except Exception:
@@ -271,4 +297,3 @@ class Supervisor:
                 ray.kill(worker)
             except Exception:
                 pass
-        self.workers.clear()

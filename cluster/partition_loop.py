@@ -8,25 +8,52 @@ partition (transactional.id derived from group, topic and partition, so a replac
 fences a dead one's open transaction); each partition's outputs and its input offsets commit
 in one transaction, and readers use read_committed.
 
+Committed offsets only move forward, in both modes: a batch replayed to rebuild model state
+(records before the committed offset, outputs suppressed) commits nothing, so a later owner can
+never be sent back over records whose outputs were already delivered.
+
+A record whose processing raises is dead-lettered by the detector (with the stage that failed);
+a record that takes the whole process down is found by the attempt log (cluster/attempts.py)
+and dead-lettered with stage `crash` after a few restarts. An output the broker refuses for
+good (too large, invalid) is replaced by a cut-down dead letter instead of being retried.
+Only failures of the broker or of the process restart the loop.
+
 Kafka clients are created here, inside the process that uses them: they cannot be pickled.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from cluster.attempts import AttemptLog, Decision, Marker, Mode
 from cluster.config import ClusterConfig
+from cluster.detect import BatchResult, DetectionSettings, Detector, InputRecord, OutputRecord
 from cluster.live_rules import LiveRules
 from cluster.partition_models import PartitionModels
-from cluster.detect import BatchResult, DetectionSettings, Detector, InputRecord
 from cluster.rulefiles import load_rules_from_paths
 from detectors.engine import SigmaEngine
+
+Partition = tuple[str, int]
+
+# Delivery errors that no retry can fix: the record itself is refused. Such an output is
+# replaced by a cut-down dead letter; every other delivery error repeats the batch.
+_PERMANENT = {
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError.INVALID_RECORD,
+    KafkaError.INVALID_MSG,
+    KafkaError.INVALID_MSG_SIZE,
+    KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.INVALID_TIMESTAMP,
+}
+_REFUSED_VALUE_BYTES = 64 * 1024  # what a refused output keeps of its value in the dead letter
 
 
 @dataclass(slots=True)
@@ -38,6 +65,8 @@ class LoopMetrics:
     dead_letters: int = 0
     batches: int = 0
     redelivered_batches: int = 0
+    replayed: int = 0  # records processed again only to rebuild model state (not in events_in)
+    truncated: int = 0  # outputs cut down to fit their topic's size limit
     transient_errors: int = 0
     pauses: int = 0
     producer_restarts: int = 0
@@ -45,8 +74,11 @@ class LoopMetrics:
     partitions: list[tuple[str, int]] = field(default_factory=list)
     lag: dict[str, int] = field(default_factory=dict)
     rule_hits: Counter[str] = field(default_factory=Counter)
+    dead_letters_by_stage: Counter[str] = field(default_factory=Counter)
     ruleset_version: str = ""
-    last_error: str = ""
+    ruleset_rejections: list[dict[str, Any]] = field(default_factory=list)
+    isolating: dict[str, str] = field(default_factory=dict)  # partition -> why its records go one by one
+    last_error: str = ""  # current only: cleared by the next batch that commits
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,8 +87,11 @@ class LoopMetrics:
             "detections_out": self.detections_out,
             "anomalies_out": self.anomalies_out,
             "dead_letters": self.dead_letters,
+            "dead_letters_by_stage": dict(self.dead_letters_by_stage),
             "batches": self.batches,
             "redelivered_batches": self.redelivered_batches,
+            "replayed": self.replayed,
+            "truncated": self.truncated,
             "transient_errors": self.transient_errors,
             "pauses": self.pauses,
             "producer_restarts": self.producer_restarts,
@@ -65,18 +100,27 @@ class LoopMetrics:
             "lag": dict(self.lag),
             "top_rules": dict(self.rule_hits.most_common(10)),
             "ruleset_version": self.ruleset_version,
+            "ruleset_rejections": list(self.ruleset_rejections[:20]),
+            "isolating": dict(self.isolating),
             "last_error": self.last_error,
         }
 
 
+def _rejections(ruleset: Any) -> list[dict[str, Any]]:
+    return [r.to_dict() for r in getattr(ruleset, "rejections", [])]
+
+
 class PartitionLoop:
-    """Processes the partitions it is assigned until stopped (at least once)."""
+    """Processes the partitions it is assigned until stopped."""
 
     def __init__(self, config: ClusterConfig, worker: str) -> None:
         self.config = config
+        common = {"bootstrap.servers": config.kafka.bootstrap_servers, **config.kafka.client}
+        self._common = common
         settings = DetectionSettings(config.kafka.detections_topic, config.kafka.dead_letter_topic,
                                      shadow_topic=self._existing(config, config.models.shadow_topic))
         self.models = PartitionModels(config.models, config.kafka.group_id) if config.models.enabled else None
+        self.attempts = AttemptLog(config.models.checkpoint_url, config.kafka.group_id)
         self.live: LiveRules | None = None
         if config.rules.topic:
             self.live = LiveRules(config.kafka.bootstrap_servers, config.rules.topic, config.rules.paths,
@@ -87,8 +131,8 @@ class PartitionLoop:
             ruleset = load_rules_from_paths(config.rules.paths, config.rules.pipelines, config.rules.placeholders)
             engine = SigmaEngine(ruleset.rules)
         self.detector = Detector(engine, ruleset.version, settings)
-        self.metrics = LoopMetrics(worker, ruleset_version=ruleset.version)
-        common = {"bootstrap.servers": config.kafka.bootstrap_servers, **config.kafka.client}
+        self.metrics = LoopMetrics(worker, ruleset_version=ruleset.version, ruleset_rejections=_rejections(ruleset))
+        self._read_output_limits()
         self.consumer = Consumer(
             {
                 **common,
@@ -100,7 +144,6 @@ class PartitionLoop:
                 "client.id": f"sigmaray-{worker}",
             }
         )
-        self._common = common
         self.exactly_once = config.processing.guarantee == "exactly_once"
         # Memory stays bounded: at most max_in_flight unacknowledged outputs in the producer, and
         # a capped prefetch queue in the consumer; _produce pauses fetching while outputs back up.
@@ -108,14 +151,45 @@ class PartitionLoop:
         self._producer_config = {**common, **bounded, "linger.ms": 5, "enable.idempotence": True,
                                  "client.id": f"sigmaray-{worker}"}
         self.producer = Producer(self._producer_config)
-        self._transactional: dict[tuple[str, int], Producer] = {}
-        self._pending: list[tuple[str, int]] | None = None
+        self._transactional: dict[Partition, Producer] = {}
+        self._pending: list[Partition] | None = None
         self._applied: threading.Event | None = None
         self._lock = threading.Lock()
         self._delivery_errors: list[str] = []
+        self._refused: list[tuple[OutputRecord, KafkaError]] = []
         self._model_commands: list[tuple[str, str, threading.Event, dict[str, Any]]] = []
+        self._owned: set[Partition] = set()
+        self._floor: dict[Partition, int] = {}  # highest committed offset: commits never go below it
+        self._isolate: dict[Partition, tuple[int, int]] = {}  # until offset (exclusive), deaths
+        self._poison: dict[Partition, Decision] = {}  # the record at this offset killed its workers
+        self._limits_read = False
 
-    def assign(self, partitions: list[tuple[str, int]], wait: float = 0) -> bool:
+    # -- output size limits -------------------------------------------------------------------
+
+    def _read_output_limits(self) -> None:
+        """Each output topic's size limit, read from the broker (a detection embeds its event, so
+        a large event would otherwise have nowhere to go). With the broker down, the producer's
+        own limit holds until the next assignment reads them again."""
+        settings = self.detector.settings
+        if not hasattr(settings, "max_message_bytes"):  # TEMP until detect.py has the limits
+            return
+        from cluster.topic_limits import message_limits
+
+        topics = [t for t in (settings.detections_topic, settings.dead_letter_topic, settings.shadow_topic) if t]
+        try:
+            limits = message_limits(self._common, topics, timeout=10)
+            self._limits_read = True
+        except Exception as error:  # broker unreachable or no permission to describe configs
+            fallback = int(self.config.kafka.client.get("message.max.bytes", 1_000_000))
+            limits = {t: fallback for t in topics}
+            self._limits_read = False
+            if hasattr(self, "metrics"):
+                self.metrics.last_error = f"output size limits: {type(error).__name__}: {error}"
+        settings.max_message_bytes = dict(limits)
+
+    # -- assignment ---------------------------------------------------------------------------
+
+    def assign(self, partitions: list[Partition], wait: float = 0) -> bool:
         """Takes effect between batches, so a batch never spans two assignments. With `wait`,
         blocks until the loop has applied it (the supervisor releases before it grants)."""
         applied = threading.Event()
@@ -173,6 +247,8 @@ class PartitionLoop:
         if pending is None:
             return
         try:
+            if not self._limits_read:
+                self._read_output_limits()
             if self.exactly_once:
                 self._open_transactional(pending)
             self.consumer.assign(self._positions(pending))
@@ -185,27 +261,50 @@ class PartitionLoop:
         if applied is not None:
             applied.set()
 
-    def _positions(self, partitions: list[tuple[str, int]]) -> list[TopicPartition]:
-        """Where to consume each partition from. Without models: the committed offsets. With
-        models: where each partition's model state says (PartitionModels explains why)."""
-        if self.models is None:
-            return [TopicPartition(t, p) for t, p in partitions]
-        owned = set(self.models.scorers)
-        for partition in owned - set(partitions):
-            self.models.release(partition)
-        acquired = [p for p in partitions if p not in owned]
-        committed: dict[tuple[str, int], int] = {}
+    def _positions(self, partitions: list[Partition]) -> list[TopicPartition]:
+        """Where to consume each partition from: the committed offsets, or with models where
+        each partition's model state says (PartitionModels explains why). Partitions let go are
+        released cleanly; partitions taken are checked in the attempt log."""
+        for partition in self._owned - set(partitions):
+            self._release(partition)
+        acquired = [p for p in partitions if p not in self._owned]
+        committed: dict[Partition, int] = {}
         if acquired:
             for tp in self.consumer.committed([TopicPartition(t, p) for t, p in acquired], timeout=30):
                 if tp.error is not None:
                     raise KafkaException(tp.error)
                 committed[(tp.topic, tp.partition)] = tp.offset
         for partition in acquired:
-            self.models.assign(partition, committed[partition])
+            self._acquire(partition, committed[partition])
+        self._owned = set(partitions)
+        if self.models is None:
+            return [TopicPartition(t, p) for t, p in partitions]
         return [TopicPartition(t, p, self.models.next_offset[(t, p)]) if self.models.next_offset[(t, p)] >= 0
                 else TopicPartition(t, p) for t, p in partitions]
 
-    def _open_transactional(self, partitions: list[tuple[str, int]]) -> None:
+    def _acquire(self, partition: Partition, committed: int) -> None:
+        self._floor[partition] = committed  # negative: nothing committed yet
+        if self.models is not None:
+            self.models.assign(partition, committed)
+        decision = self.attempts.acquired(partition, committed)
+        name = f"{partition[0]}[{partition[1]}]"
+        if decision.mode is Mode.POISON:
+            self._poison[partition] = decision
+            self._isolate[partition] = (committed + self.config.processing.batch_size, decision.deaths)
+            self.metrics.isolating[name] = f"{decision.describe()}: that record goes to the dead letters"
+        elif decision.mode is Mode.ISOLATE:
+            self._isolate[partition] = (committed + self.config.processing.batch_size, decision.deaths)
+            self.metrics.isolating[name] = f"{decision.describe()}: processing one record at a time"
+
+    def _release(self, partition: Partition) -> None:
+        if self.models is not None:
+            self.models.release(partition)
+        self.attempts.released(partition, max(self._floor.get(partition, 0), 0))
+        for table in (self._floor, self._isolate, self._poison):
+            table.pop(partition, None)  # type: ignore[attr-defined]
+        self.metrics.isolating.pop(f"{partition[0]}[{partition[1]}]", None)
+
+    def _open_transactional(self, partitions: list[Partition]) -> None:
         """One transactional producer per owned partition; init fences the previous owner."""
         for key in set(self._transactional) - set(partitions):
             self._transactional.pop(key).flush(10)
@@ -222,6 +321,8 @@ class PartitionLoop:
             )
             producer.init_transactions(60)
             self._transactional[(topic, partition)] = producer
+
+    # -- the loop -----------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
         next_lag = 0.0
@@ -251,6 +352,8 @@ class PartitionLoop:
                     self.models.save_all()  # the last batch was committed: hand over a fresh state
                 except Exception as error:
                     self.metrics.last_error = f"final checkpoint: {error}"
+            for partition in list(self._owned):  # a clean stop is no death
+                self.attempts.released(partition, max(self._floor.get(partition, 0), 0))
             self.consumer.close()
             if self.live is not None:
                 self.live.close()
@@ -272,11 +375,15 @@ class PartitionLoop:
     def _restart_from_committed(self) -> None:
         try:
             partitions = [TopicPartition(t, p) for t, p in self.metrics.partitions]
-            if self.models is not None and partitions:
+            if partitions:
                 committed = self.consumer.committed(partitions, timeout=30)
-                partitions = [TopicPartition(tp.topic, tp.partition,
-                                             self.models.rebuild((tp.topic, tp.partition), max(tp.offset, 0)))
-                              for tp in committed]
+                for tp in committed:
+                    key = (tp.topic, tp.partition)
+                    self._floor[key] = max(self._floor.get(key, tp.offset), tp.offset)
+                if self.models is not None:
+                    partitions = [TopicPartition(tp.topic, tp.partition,
+                                                 self.models.rebuild((tp.topic, tp.partition), max(tp.offset, 0)))
+                                  for tp in committed]
             self.consumer.assign(partitions)
         except KafkaException as error:
             self.metrics.last_error = str(error)
@@ -309,22 +416,81 @@ class PartitionLoop:
             )
         if not records:
             return 0
+        done = 0
+        rewound: set[Partition] = set()
+        for unit in self._units(records):
+            if {(r.topic, r.partition) for r in unit} & rewound:
+                continue  # consumed again after the seek
+            ok = self._handle(unit)
+            if not ok:
+                rewound.update((r.topic, r.partition) for r in unit)
+                continue
+            done += len(unit)
+            self._after_isolated(unit)
+        return done
+
+    def _units(self, records: list[InputRecord]) -> list[list[InputRecord]]:
+        """The batch as units that commit on their own: one unit for everything, except that a
+        partition under suspicion (cluster/attempts.py) has its live records one per unit, and
+        the record that killed its workers becomes a dead letter (stage `crash`)."""
+        if not self._isolate:
+            return [records]
+        common: list[InputRecord] = []
+        tails: list[list[InputRecord]] = []
+        by_partition: dict[Partition, list[InputRecord]] = {}
+        for record in records:
+            by_partition.setdefault((record.topic, record.partition), []).append(record)
+        for partition, batch in by_partition.items():
+            if partition not in self._isolate:
+                common.extend(batch)
+                continue
+            until, _deaths = self._isolate[partition]
+            floor = self._floor.get(partition, -1)
+            poison = self._poison.get(partition)
+            rest: list[InputRecord] = []
+            for record in batch:
+                if record.offset < floor:
+                    common.append(record)  # replayed for model state: no outputs, nothing to isolate
+                elif record.offset < until:
+                    if poison is not None and record.offset == poison.offset:
+                        record = dataclasses.replace(
+                            record, error=f"the worker died {poison.deaths} times processing this record",
+                            error_stage="crash")
+                    tails.append([record])
+                else:
+                    rest.append(record)
+            if rest:
+                tails.append(rest)
+        return ([common] if common else []) + tails
+
+    def _after_isolated(self, unit: list[InputRecord]) -> None:
+        """Bookkeeping for a committed unit of a partition under suspicion."""
+        if not self._isolate:
+            return
+        for partition in {(r.topic, r.partition) for r in unit}:
+            if partition not in self._isolate:
+                continue
+            until, _deaths = self._isolate[partition]
+            last = max(r.offset for r in unit if (r.topic, r.partition) == partition)
+            poison = self._poison.get(partition)
+            if poison is not None and last >= poison.offset:
+                del self._poison[partition]
+            if last + 1 >= until:  # past the suspect range: back to whole batches
+                del self._isolate[partition]
+                self.metrics.isolating.pop(f"{partition[0]}[{partition[1]}]", None)
+                self.attempts.save(partition, Marker(last + 1, 1))
+
+    def _handle(self, records: list[InputRecord]) -> bool:
+        """Process, deliver and commit one unit; False when it was rewound to be processed again."""
+        for partition in {(r.topic, r.partition) for r in records}:
+            if partition in self._isolate and len(records) == 1 and records[0].offset >= self._floor.get(partition, -1):
+                self.attempts.in_flight(partition, records[0].offset, self._isolate[partition][1])
         started = time.perf_counter()
         if self.exactly_once:
             return self._transactional_batch(records, started)
         result = self._process(records)
-        for output in result.outputs:
-            self._produce(output.topic, output.key, output.value, list(output.headers))
-        remaining = self.producer.flush(processing.flush_timeout_s)
-        if remaining or self._delivery_errors:
-            # Not acknowledged: rewind to the batch start so it is processed again.
-            self._rewind(records)
-            self.metrics.last_error = self._delivery_errors[-1] if self._delivery_errors else f"{remaining} outputs unacknowledged"
-            self._delivery_errors.clear()
-            self.metrics.redelivered_batches += 1
-            if remaining:
-                self._replace_producer()
-            return 0
+        if not self._deliver(result.outputs, records):
+            return False
         try:
             if self.models is not None:
                 self._models_processed(records)  # Quix order: outputs flushed, state saved, offsets committed
@@ -337,15 +503,69 @@ class PartitionLoop:
             self.metrics.redelivered_batches += 1
             self.metrics.transient_errors += 1
             time.sleep(0.5)
-            return 0
+            return False
         self._count(result, started)
-        return len(records)
+        return True
+
+    def _deliver(self, outputs: list[OutputRecord], records: list[InputRecord]) -> bool:
+        """Produce and wait for acknowledgement (at least once). Outputs the broker refuses for
+        good are replaced by cut-down dead letters; anything else rewinds the unit."""
+        processing = self.config.processing
+        pending = outputs
+        for _attempt in range(2):  # the second round only carries replacements of refused outputs
+            self._refused.clear()
+            for output in pending:
+                self._produce(output)
+            remaining = self.producer.flush(processing.flush_timeout_s)
+            if remaining or self._delivery_errors:
+                # Not acknowledged: rewind to the unit's start so it is processed again.
+                self._rewind(records)
+                self.metrics.last_error = (self._delivery_errors[-1] if self._delivery_errors
+                                           else f"{remaining} outputs unacknowledged")
+                self._delivery_errors.clear()
+                self.metrics.redelivered_batches += 1
+                if remaining:
+                    self._replace_producer()
+                return False
+            if not self._refused:
+                return True
+            pending = [self._refused_letter(output, error) for output, error in self._refused]
+        self._rewind(records)  # even the cut-down dead letters were refused: a broker problem
+        self.metrics.last_error = f"refused outputs: {self._refused[0][1]}"
+        self.metrics.redelivered_batches += 1
+        return False
+
+    def _refused_letter(self, output: OutputRecord, error: Any) -> OutputRecord:
+        """A dead letter for an output the broker would not take: the start of its value and
+        where its input came from, so the original can be fetched."""
+        self.metrics.dead_letters += 1
+        self.metrics.dead_letters_by_stage["produce"] += 1
+        headers = dict(output.headers)
+        source: dict[str, Any] = {}
+        if "source.topic" not in headers and output.value:
+            try:
+                source = orjson.loads(output.value).get("source") or {}
+            except (orjson.JSONDecodeError, AttributeError):
+                source = {}
+        value = output.value[:_REFUSED_VALUE_BYTES] if output.value is not None else None
+        new_headers: list[tuple[str, bytes]] = [
+            ("error", f"refused by the broker: {error}".encode()[:1000]),
+            ("stage", b"produce"),
+            ("output.topic", output.topic.encode()),
+            ("original.bytes", str(len(output.value or b"")).encode()),
+        ]
+        for name in ("source.topic", "source.partition", "source.offset"):
+            if name in headers:
+                new_headers.append((name, headers[name]))
+            elif name.split(".", 1)[1] in source:
+                new_headers.append((name, str(source[name.split(".", 1)[1]]).encode()))
+        return OutputRecord(self.config.kafka.dead_letter_topic, output.key, value, tuple(new_headers))
 
     def _process(self, records: list[InputRecord]) -> BatchResult:
         if self.models is None:
             return self.detector.process(records)
         total = BatchResult()
-        by_partition: dict[tuple[str, int], list[InputRecord]] = {}
+        by_partition: dict[Partition, list[InputRecord]] = {}
         for record in records:
             by_partition.setdefault((record.topic, record.partition), []).append(record)
         for partition, batch in by_partition.items():
@@ -354,16 +574,16 @@ class PartitionLoop:
             if replay:  # rebuilds the state; the outputs were delivered the first time
                 self.detector.process(replay, scorer)
                 batch = batch[len(replay):]
-            result = self.detector.process(batch, scorer)
+            result = self.detector.process(batch, scorer) if batch else BatchResult()
             total.outputs.extend(result.outputs)
             total.counts.update(result.counts)
             total.rule_hits.update(result.rule_hits)
-            total.counts["events"] += len(replay)
+            total.counts["replayed"] += len(replay)
         return total
 
     def _models_processed(self, records: list[InputRecord]) -> None:
         assert self.models is not None
-        last: dict[tuple[str, int], int] = {}
+        last: dict[Partition, int] = {}
         for record in records:
             last[(record.topic, record.partition)] = max(last.get((record.topic, record.partition), -1), record.offset)
         for partition, offset in last.items():
@@ -398,83 +618,134 @@ class PartitionLoop:
             engine, ruleset = ready
             self.detector.swap(engine, ruleset.version)
             self.metrics.ruleset_version = ruleset.version
+            self.metrics.ruleset_rejections = _rejections(ruleset)
 
     def _count(self, result: BatchResult, started: float) -> None:
+        counts = result.counts
         self.metrics.batches += 1
-        self.metrics.events_in += result.counts["events"] + result.counts["dead_letter"]
-        self.metrics.detections_out += result.counts["detections"]
-        self.metrics.anomalies_out += result.counts["anomalies"]
-        self.metrics.dead_letters += result.counts["dead_letter"]
+        self.metrics.events_in += counts["events"] + counts["dead_letter"]
+        self.metrics.replayed += counts["replayed"]
+        self.metrics.detections_out += counts["detections"]
+        self.metrics.anomalies_out += counts["anomalies"]
+        self.metrics.dead_letters += counts["dead_letter"]
+        self.metrics.truncated += counts["truncated"]
+        for key, value in counts.items():
+            if key.startswith("dead_letter."):
+                self.metrics.dead_letters_by_stage[key.split(".", 1)[1]] += value
         self.metrics.rule_hits.update(result.rule_hits)
         self.metrics.last_batch_ms = (time.perf_counter() - started) * 1000
+        self.metrics.last_error = ""  # a committed batch: whatever went wrong before has recovered
 
-    def _transactional_batch(self, records: list[InputRecord], started: float) -> int:
-        by_partition: dict[tuple[str, int], list[InputRecord]] = {}
+    def _transactional_batch(self, records: list[InputRecord], started: float) -> bool:
+        by_partition: dict[Partition, list[InputRecord]] = {}
         for record in records:
             by_partition.setdefault((record.topic, record.partition), []).append(record)
+        ok = True
         for key, batch in by_partition.items():
-            producer = self._transactional[key]
             result = self._process(batch)
-            try:
-                producer.begin_transaction()
-                for output in result.outputs:
-                    while True:
-                        try:
-                            producer.produce(output.topic, value=output.value, key=output.key,
-                                             headers=list(output.headers) or None)
-                            break
-                        except BufferError:
-                            producer.poll(0.1)
-                offsets = [TopicPartition(key[0], key[1], batch[-1].offset + 1)]
-                producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
-                producer.commit_transaction(60)
-            except KafkaException as error:
-                kafka_error = error.args[0] if error.args else None
-                if kafka_error is not None and (kafka_error.txn_requires_abort() or kafka_error.retriable()):
-                    try:
-                        producer.abort_transaction(30)
-                    except KafkaException:
-                        pass  # the next begin_transaction fails the same way and we come back here
-                    self._rewind(batch)
-                    self.metrics.redelivered_batches += 1
-                    self.metrics.transient_errors += 1
-                    time.sleep(0.5)
-                    continue
-                raise  # fenced or fatal: the supervisor replaces this worker
+            floor = self._floor.get(key, -1)
+            end = batch[-1].offset + 1
+            if end <= floor:
+                # Only replayed to rebuild model state: nothing to publish and nothing to commit.
+                # Committing here would move the committed offset backwards.
+                if self.models is not None:
+                    self._models_processed(batch)
+                self._count(result, started)
+                continue
+            if not self._commit_transaction(key, batch, result.outputs, end):
+                ok = False
+                continue
+            self._floor[key] = end
             if self.models is not None:
                 self._models_processed(batch)  # after the commit: the state never runs ahead of it
             self._count(result, started)
-        return len(records)
+        return ok
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+    def _commit_transaction(self, key: Partition, batch: list[InputRecord], outputs: list[OutputRecord], end: int) -> bool:
+        """One transaction: the partition's outputs and its next offset. An output the broker
+        refuses for good is replaced by a cut-down dead letter and the transaction retried."""
+        producer = self._transactional[key]
+        for _attempt in range(3):
+            self._refused.clear()
+            try:
+                producer.begin_transaction()
+                for output in outputs:
+                    self._produce_to(producer, output, pause=False)
+                offsets = [TopicPartition(key[0], key[1], end)]
+                producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
+                producer.commit_transaction(60)
+                return True
+            except KafkaException as error:
+                kafka_error = error.args[0] if error.args else None
+                abortable = kafka_error is not None and (kafka_error.txn_requires_abort() or kafka_error.retriable())
+                if not abortable:
+                    raise  # fenced or fatal: the supervisor replaces this worker
+                try:
+                    producer.abort_transaction(30)
+                except KafkaException:
+                    pass  # the next begin_transaction fails the same way and we come back here
+                if self._refused:  # the same outputs, minus what the broker will never take
+                    refused = {id(output) for output, _error in self._refused}
+                    letters = [self._refused_letter(output, err) for output, err in self._refused]
+                    outputs = [o for o in outputs if id(o) not in refused] + letters
+                    continue
+                self.metrics.last_error = str(kafka_error)
+                break
+        self._rewind(batch)
+        self.metrics.redelivered_batches += 1
+        self.metrics.transient_errors += 1
+        time.sleep(0.5)
+        return False
+
+    def _produce(self, output: OutputRecord) -> None:
+        self._produce_to(self.producer, output, pause=True)
+        self.producer.poll(0)
+
+    def _produce_to(self, producer: Producer, output: OutputRecord, pause: bool) -> None:
         paused = False
         while True:
             try:
-                self.producer.produce(topic, value=value, key=key, headers=headers or None, on_delivery=self._on_delivery)
+                producer.produce(output.topic, value=output.value, key=output.key, headers=list(output.headers) or None,
+                                 on_delivery=lambda error, _message, output=output: self._on_delivery(error, output))
                 break
             except BufferError:  # max_in_flight outputs unacknowledged: stop fetching until they drain
-                if not paused:
+                if pause and not paused:
                     self.consumer.pause(self.consumer.assignment())
                     self.metrics.pauses += 1
                     paused = True
-                self.producer.poll(0.1)
+                producer.poll(0.1)
+            except KafkaException as error:  # refused before sending (larger than the client's limit)
+                kafka_error = error.args[0] if error.args else None
+                if kafka_error is None or kafka_error.code() not in _PERMANENT:
+                    raise
+                self._refused.append((output, kafka_error))
+                break
         if paused:
             self.consumer.resume(self.consumer.assignment())
-        self.producer.poll(0)
 
-    def _on_delivery(self, error: KafkaError | None, _message: Any) -> None:
-        if error is not None:
+    def _on_delivery(self, error: KafkaError | None, output: OutputRecord) -> None:
+        if error is None:
+            return
+        if error.code() in _PERMANENT:
+            self._refused.append((output, error))
+        else:
             self._delivery_errors.append(str(error))
 
     def _commit(self, records: list[InputRecord]) -> None:
-        last: dict[tuple[str, int], int] = {}
+        """Commits each partition's next offset, never below what is already committed."""
+        last: dict[Partition, int] = {}
         for record in records:
             key = (record.topic, record.partition)
             last[key] = max(last.get(key, -1), record.offset)
-        self.consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()], asynchronous=False)
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items() if o + 1 > self._floor.get((t, p), -1)]
+        if not offsets:
+            return  # only replayed records: nothing new to commit
+        self.consumer.commit(offsets=offsets, asynchronous=False)
+        for tp in offsets:
+            self._floor[(tp.topic, tp.partition)] = tp.offset
 
     def _rewind(self, records: list[InputRecord]) -> None:
-        first: dict[tuple[str, int], int] = {}
+        first: dict[Partition, int] = {}
         for record in records:
             key = (record.topic, record.partition)
             first[key] = min(first.get(key, record.offset), record.offset)

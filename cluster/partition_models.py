@@ -166,6 +166,8 @@ class PartitionModels:
         no_time = sum(s.skipped_no_time for s in self.scorers.values())
         feature_errors = sum(sum(getattr(s, "feature_errors", {}).values()) for s in self.scorers.values())
         return {"entities": entities, "events_without_time": no_time, "feature_errors": feature_errors, "checkpoints_saved": self.saved, "checkpoints_restored": self.restored,
-                "replayed_for_state": self.replayed, "model": scorer.model_label if scorer else self.config.model,
+                "replayed_for_state": self.replayed,
+                "replaying": {f"{t}[{p}]": until for (t, p), until in self.replay_until.items()},
+                "model": scorer.model_label if scorer else self.config.model,
                 "shadow": scorer.shadow_label if scorer else (self.config.shadow or None),
                 "checkpoint_errors": self.errors[-3:]}
