@@ -36,6 +36,10 @@ def register(commands: Any) -> None:
     demo.add_argument("--shared", type=Path, default=DEFAULT_OTRF, help="OTRF datasets folder (attacks come from here)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--keep", action="store_true", help="keep the topics afterwards")
+    demo.add_argument("--port", type=int, default=None,
+                      help="the development broker's port (default 9092; started there if it is not running)")
+    demo.add_argument("--data-dir", default=None,
+                      help="the development broker's data folder (default $SIGMARAY_KAFKA_DATA or ~/.cache/sigmaray/kafka-data)")
     demo.set_defaults(run=lambda args: run_guarded(_demo, args))
 
 
@@ -52,11 +56,12 @@ def run_demo(args: argparse.Namespace, out: Any = None) -> dict[str, Any]:
 
     from cluster import kafka_dev
     from cluster.actors import Supervisor, config_to_dict
+    from cluster.cli_run import init_local_ray
     from cluster.config import config_from_dict
     from cluster.generator import generate
 
     out = out or sys.stdout
-    broker = kafka_dev.up()
+    broker = kafka_dev.up(getattr(args, "data_dir", None), getattr(args, "port", None) or kafka_dev.DEFAULT_PORT)
     bootstrap = broker.bootstrap
     run = uuid.uuid4().hex[:6]
     topics = {"in": f"sigmaray-demo-{run}-events", "out": f"sigmaray-demo-{run}-detections", "dlq": f"sigmaray-demo-{run}-dead"}
@@ -76,7 +81,7 @@ def run_demo(args: argparse.Namespace, out: Any = None) -> dict[str, Any]:
     })
     started_ray = not ray.is_initialized()
     if started_ray:
-        ray.init(address="local", include_dashboard=False, logging_level="ERROR", namespace=f"sigmaray-demo-{run}")
+        init_local_ray(config.ray.host, include_dashboard=False, logging_level="ERROR", namespace=f"sigmaray-demo-{run}")
     supervisor = Supervisor.remote(config_to_dict(config))
     print(f"sigmaray demo: broker {bootstrap}, Ray up, starting 2 workers with the rules in {ROOT / 'rules'} ...", file=out)
     ray.get(supervisor.start.remote(), timeout=300)

@@ -1,4 +1,8 @@
-"""`sigmaray rules check`: load and compile rules, report every rejection with its reason."""
+"""`sigmaray rules check`: load and compile rules, report every rejection with its reason.
+
+Both `check` and `push` also warn about `|re` values that a backtracking engine could take
+exponential time on, naming the engine each runs on; a warning never rejects a rule.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from cluster.cli_common import add_rule_options, load_rules_from_args, run_guard
 from cluster.config import load_config
 from cluster.live_rules import push, rule_documents
 from cluster.rulefiles import load_rules_from_paths
+from detectors.loader import Ruleset
+from detectors.regex_safety import engine_counts
 
 
 def register(commands: Any) -> None:
@@ -65,6 +71,7 @@ def _push(args: argparse.Namespace) -> int:
             print(f"REJECTED {rejection.path}: {rejection.reason}", file=sys.stderr)
         print("sigmaray: nothing pushed; fix the rejected rules first", file=sys.stderr)
         return 1
+    _write_warnings(ruleset, sys.stderr)  # pushed all the same: RE2 or a timeout guards them
     bootstrap, topic, client = _target(args)
     count = push(bootstrap, topic, rule_documents(args.paths), client)
     print(f"pushed {count} rules to {topic} (ruleset of these files: {ruleset.version})")
@@ -83,7 +90,9 @@ def _check(args: argparse.Namespace) -> int:
     ruleset = load_rules_from_args(args)
     elapsed = time.perf_counter() - started
     if args.json:
-        sys.stdout.write(orjson.dumps(ruleset.summary()).decode() + "\n")
+        report = ruleset.summary()
+        report["regex_engines"] = engine_counts(ruleset.rules)
+        sys.stdout.write(orjson.dumps(report).decode() + "\n")
         return 0
     out = sys.stdout
     out.write(
@@ -97,7 +106,19 @@ def _check(args: argparse.Namespace) -> int:
     if levels:
         out.write("by level: " + ", ".join(f"{k} {v}" for k, v in levels.most_common()) + "\n")
     out.write(f"ruleset version {ruleset.version}\n")
+    engines = engine_counts(ruleset.rules)
+    if any(engines.values()):
+        out.write(
+            f"|re values: {engines['re2']} on RE2, {engines['re2-ascii']} on RE2 for ASCII text only, "
+            f"{engines['regex']} on the regex module under a timeout\n"
+        )
     for rejection in ruleset.rejections:
         ident = f" id={rejection.id}" if rejection.id else ""
         out.write(f"REJECTED {rejection.path}{ident}: {rejection.reason}\n")
+    _write_warnings(ruleset, out)
     return 0
+
+
+def _write_warnings(ruleset: Ruleset, out: Any) -> None:
+    for warning in ruleset.warnings:
+        out.write(f"WARNING {warning.path} id={warning.rule_id}: {warning.message()}\n")

@@ -34,10 +34,14 @@
       entity_fields: {}                     # {type: [field, ...]}, first present wins; {} = Windows defaults
       entities: []                          # per Sigma logsource, over entity_fields; [] switches a type off, e.g.
                                             # - {logsource: {service: security}, fields: {user: [TargetUserName]}}
+    ray:
+      host: 127.0.0.1                       # where a Ray that sigmaray starts (`run` without --address, `demo`)
+                                            # listens, Prometheus metrics included; 0.0.0.0 = every interface
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -92,15 +96,23 @@ class ModelsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RayConfig:
+    host: str = "127.0.0.1"  # a local Ray's listening interface: "127.0.0.1" or "0.0.0.0"
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterConfig:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     processing: ProcessingConfig = field(default_factory=ProcessingConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     workers: int = 2
+    ray: RayConfig = field(default_factory=RayConfig)
 
 
 _GUARANTEES = ("at_least_once", "exactly_once")
+# Ray binds its HTTP endpoints to the loopback address or to every interface, nothing between.
+RAY_HOSTS = ("127.0.0.1", "0.0.0.0")
 
 
 def load_config(path: str | Path | None) -> ClusterConfig:
@@ -111,15 +123,25 @@ def load_config(path: str | Path | None) -> ClusterConfig:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as error:
         raise ConfigError(f"cannot read config {path}: {error.strerror}") from error
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config {path} is not valid YAML: {error}") from error
+    except yaml.YAMLError as error:  # `from None`: PyYAML's own message quotes the line
+        raise ConfigError(f"config {path} is not valid YAML{_yaml_problem(error)}") from None
     return config_from_dict(data or {}, str(path))
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """Where and what, without the text of the line: it may be a kafka.client password. PyYAML
+    quotes fragments of the value in its problem too (a character, an alias, a tag): cut, but
+    for its token names such as '<scalar>'."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = re.sub(r"'(?!<[a-z ]+>')[^']*'", "'...'", str(getattr(error, "problem", None) or "")).strip()
+    return f"{where}: {problem}" if problem else where
 
 
 def config_from_dict(data: Any, source: str = "<config>") -> ClusterConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the config must be a mapping")
-    _known(data, {"kafka", "processing", "rules", "models", "workers"}, "", source)
+    _known(data, {"kafka", "processing", "rules", "models", "workers", "ray"}, "", source)
     kafka = _section(KafkaConfig, data.get("kafka", {}), "kafka", source)
     processing = _section(ProcessingConfig, data.get("processing", {}), "processing", source)
     rules = _section(RulesConfig, data.get("rules", {}), "rules", source)
@@ -147,7 +169,11 @@ def config_from_dict(data: Any, source: str = "<config>") -> ClusterConfig:
                 check_model(name)
             except Exception as error:
                 raise ConfigError(f"{source}: models.model/shadow: {error}") from error
-    return ClusterConfig(kafka=kafka, processing=processing, rules=rules, models=models, workers=workers)
+    ray = _section(RayConfig, data.get("ray", {}), "ray", source)
+    if ray.host not in RAY_HOSTS:
+        raise ConfigError(f"{source}: ray.host must be 127.0.0.1 (this machine only) or 0.0.0.0 (every "
+                          f"interface; Ray binds its metrics endpoints to no single other one), got {ray.host!r}")
+    return ClusterConfig(kafka=kafka, processing=processing, rules=rules, models=models, workers=workers, ray=ray)
 
 
 def _known(data: dict[str, Any], allowed: set[str], prefix: str, source: str) -> None:

@@ -78,6 +78,7 @@ class LoopMetrics:
     ruleset_version: str = ""
     ruleset_rejections: list[dict[str, Any]] = field(default_factory=list)
     isolating: dict[str, str] = field(default_factory=dict)  # partition -> why its records go one by one
+    degraded_rules: dict[str, str] = field(default_factory=dict)  # rule id -> why its matches are incomplete
     last_error: str = ""  # current only: cleared by the next batch that commits
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,6 +103,7 @@ class LoopMetrics:
             "ruleset_version": self.ruleset_version,
             "ruleset_rejections": list(self.ruleset_rejections[:20]),
             "isolating": dict(self.isolating),
+            "degraded_rules": dict(self.degraded_rules),
             "last_error": self.last_error,
         }
 
@@ -149,7 +151,7 @@ class PartitionLoop:
         # a capped prefetch queue in the consumer; _produce pauses fetching while outputs back up.
         bounded = {"queue.buffering.max.messages": config.processing.max_in_flight, "queue.buffering.max.kbytes": 65536}
         self._producer_config = {**common, **bounded, "linger.ms": 5, "enable.idempotence": True,
-                                 "client.id": f"sigmaray-{worker}"}
+                                 "batch.size": self._batch_bytes, "client.id": f"sigmaray-{worker}"}
         self.producer = Producer(self._producer_config)
         self._transactional: dict[Partition, Producer] = {}
         self._pending: list[Partition] | None = None
@@ -171,8 +173,6 @@ class PartitionLoop:
         a large event would otherwise have nowhere to go). With the broker down, the producer's
         own limit holds until the next assignment reads them again."""
         settings = self.detector.settings
-        if not hasattr(settings, "max_message_bytes"):  # TEMP until detect.py has the limits
-            return
         from cluster.topic_limits import message_limits
 
         topics = [t for t in (settings.detections_topic, settings.dead_letter_topic, settings.shadow_topic) if t]
@@ -186,6 +186,9 @@ class PartitionLoop:
             if hasattr(self, "metrics"):
                 self.metrics.last_error = f"output size limits: {type(error).__name__}: {error}"
         settings.max_message_bytes = dict(limits)
+        # The broker applies a topic's limit to a whole batch of records, not to each record: a
+        # producer batch must never be larger than the smallest output limit.
+        self._batch_bytes = min([1_000_000, *[v for v in limits.values() if v > 0]])
 
     # -- assignment ---------------------------------------------------------------------------
 
@@ -248,7 +251,11 @@ class PartitionLoop:
             return
         try:
             if not self._limits_read:
+                before = self._batch_bytes
                 self._read_output_limits()
+                if self._batch_bytes != before:  # between batches: nothing is in flight
+                    self._producer_config["batch.size"] = self._batch_bytes
+                    self._replace_producer()
             if self.exactly_once:
                 self._open_transactional(pending)
             self.consumer.assign(self._positions(pending))
@@ -316,6 +323,7 @@ class PartitionLoop:
                     **self._common,
                     "transactional.id": f"sigmaray-{self.config.kafka.group_id}-{topic}-{partition}",
                     "linger.ms": 5,
+                    "batch.size": self._batch_bytes,
                     "client.id": f"sigmaray-{self.metrics.worker}-{partition}",
                 }
             )
@@ -633,6 +641,7 @@ class PartitionLoop:
             if key.startswith("dead_letter."):
                 self.metrics.dead_letters_by_stage[key.split(".", 1)[1]] += value
         self.metrics.rule_hits.update(result.rule_hits)
+        self.metrics.degraded_rules = self.detector.engine.degraded_rules()
         self.metrics.last_batch_ms = (time.perf_counter() - started) * 1000
         self.metrics.last_error = ""  # a committed batch: whatever went wrong before has recovered
 

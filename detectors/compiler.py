@@ -69,6 +69,7 @@ from detectors.ir import (
     node_fields,
 )
 from detectors.regex_literals import required_literal
+from detectors.rule_regex import compile_rule_regex
 
 Placeholders = Mapping[str, Sequence[str]]
 
@@ -239,10 +240,10 @@ class _Compiler:
                 SigmaRegularExpressionFlag.DOTALL: re.DOTALL,
             }[flag]
         try:
-            compiled = re.compile(pattern, flags)
+            compiled = compile_rule_regex(pattern, flags)
         except re.error as error:
             raise self.fail(f"regular expression {pattern!r} does not compile: {error}") from error
-        return Regex(compiled, required_literal(compiled))
+        return Regex(compiled, required_literal(pattern, flags))
 
 
 def string_predicate(parts: Sequence[str | SpecialChars], cased: bool = False) -> Predicate:
@@ -285,7 +286,7 @@ def string_predicate(parts: Sequence[str | SpecialChars], cased: bool = False) -
         else:
             regex_parts.append(".")
     source = "".join(regex_parts)
-    return StrPattern(re.compile(source, re.DOTALL), tuple(literals), source, cased)
+    return StrPattern(compile_rule_regex(source, re.DOTALL, anchored=True), tuple(literals), source, cased)
 
 
 def simplify(node: Node) -> Node:

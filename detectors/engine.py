@@ -5,7 +5,9 @@ Two modes return identical matches:
 - "indexed": only the candidates that the prefilter index lets through are evaluated.
 
 Caches here (routes, groups, field-value hits) are memoization of pure functions, so the result
-never depends on the order or history of events.
+never depends on the order or history of events. The one exception is a regex on the
+backtracking engine that runs past its timeout: that rule is skipped for that event, counted,
+and reported as degraded (`regex_timeouts`, `degraded_rules`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from detectors.evaluate import Matcher, build_matcher
 from detectors.index import GroupIndex, RuleIndex
 from detectors.ir import CompiledRule, RuleMeta
 from detectors.routing import LogSource, LogsourceMapping, Route
+from detectors.rule_regex import DEFAULT_TIMEOUT, RegexTimeout
 
 Mode = Literal["indexed", "plain"]
 
@@ -39,6 +42,7 @@ class EngineStats:
     unrouted: int = 0
     rule_errors: int = 0
     last_rule_error: str | None = None
+    regex_timeouts: int = 0  # rule evaluations dropped because a regex ran out of time
     groups: int = 0
     routes: int = 0
 
@@ -58,19 +62,25 @@ class SigmaEngine:
         mapping: LogsourceMapping | None = None,
         mode: Mode = "indexed",
         literal_backend: str | None = None,
+        regex_timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
+        """`regex_timeout`: seconds one match of a regex that RE2 cannot run may take (None: no
+        bound); past it the rule counts as not matching that event and is marked degraded."""
         if mode not in ("indexed", "plain"):
             raise ValueError(f"unknown engine mode {mode!r} (indexed or plain)")
         self.rules: tuple[CompiledRule, ...] = tuple(rules)
         self.mapping = mapping if mapping is not None else LogsourceMapping.default()
         self.mode: Mode = mode
         self.literal_backend = literal_backend
+        self.regex_timeout = regex_timeout
         self.stats = EngineStats()
+        self._regex_timeouts: dict[str, int] = {}
+        self._timed_out_pattern: dict[str, str] = {}
         self._rule_logsources = [
             LogSource(r.meta.product, r.meta.category, r.meta.service) for r in self.rules
         ]
         # Compile every condition to a closure up front, so no event pays for it.
-        self._matchers: list[Matcher] = [build_matcher(r.condition) for r in self.rules]
+        self._matchers: list[Matcher] = [build_matcher(r.condition, regex_timeout) for r in self.rules]
         # The field index over all rules is built here too: compile once, not on first event.
         self._index: RuleIndex | None = None
         if mode == "indexed":
@@ -105,13 +115,29 @@ class SigmaEngine:
             try:
                 if matchers[position](event):
                     out.append(position)
-            except Exception as error:  # a rule must never take the pipeline down
+            except RegexTimeout as timeout:  # the rule is undecided here; every other rule goes on
+                self._regex_timed_out(position, timeout)
+            except Exception as error:  # noqa: BLE001 - a rule must never take the pipeline down
                 self._rule_failed(position, error)
         return out
 
     def rules_for(self, event: Mapping[str, Any]) -> tuple[int, ...]:
         """Positions of the rules whose logsource covers `event` (before any matching)."""
         return self._route(event).group.positions
+
+    @property
+    def regex_timeouts(self) -> dict[str, int]:
+        """Rule id -> how many events that rule was skipped on because a regex timed out."""
+        return dict(self._regex_timeouts)
+
+    def degraded_rules(self) -> dict[str, str]:
+        """Rule id -> why the rule's matches are incomplete (plain text, for status reports)."""
+        return {
+            rule_id: f"{count} regex match{'es' if count != 1 else ''} timed out after "
+            f"{self.regex_timeout}s (pattern '{self._timed_out_pattern[rule_id]}'); "
+            "the rule did not match those events"
+            for rule_id, count in self._regex_timeouts.items()
+        }
 
     # --- routing and groups -----------------------------------------------------------------
 
@@ -146,6 +172,12 @@ class SigmaEngine:
         self._groups[logsources] = group
         self.stats.groups = len(self._groups)
         return group
+
+    def _regex_timed_out(self, position: int, timeout: RegexTimeout) -> None:
+        rule_id = self.rules[position].meta.id
+        self.stats.regex_timeouts += 1
+        self._regex_timeouts[rule_id] = self._regex_timeouts.get(rule_id, 0) + 1
+        self._timed_out_pattern[rule_id] = timeout.pattern
 
     def _rule_failed(self, position: int, error: Exception) -> None:
         self.stats.rule_errors += 1

@@ -3,19 +3,18 @@
 The closures are built once per rule; evaluation then only calls them. This is both the plain
 full-scan evaluator (the correctness reference) and what the indexed engine runs on its
 candidate rules.
+
+A regex that runs on the backtracking engine may raise `RegexTimeout` out of a matcher: the
+rule is then undecided on that event, which is the caller's to count (see `engine.py`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from detectors.ir import (
     And,
-    StrContains,
-    StrEnds,
-    StrEq,
-    StrStarts,
     Const,
     FieldExists,
     FieldNull,
@@ -27,18 +26,33 @@ from detectors.ir import (
     Or,
     Predicate,
     Regex,
+    StrContains,
+    StrEnds,
+    StrEq,
+    StrPattern,
+    StrStarts,
 )
-from detectors.values import as_text, field_getter, field_present, iter_all_strings, iter_scalars
+from detectors.rule_regex import DEFAULT_TIMEOUT, RegexTimeout
+from detectors.values import (
+    as_text,
+    field_getter,
+    field_present,
+    iter_all_strings,
+    iter_scalars,
+)
 
 Matcher = Callable[[Mapping[str, Any]], bool]
 
 
-def build_matcher(node: Node) -> Matcher:
-    """A function event -> bool that decides the condition tree."""
+def build_matcher(node: Node, regex_timeout: float | None = DEFAULT_TIMEOUT) -> Matcher:
+    """A function event -> bool that decides the condition tree.
+
+    `regex_timeout` bounds each match of a regex that RE2 cannot run (seconds, None: no bound).
+    """
     if isinstance(node, FieldTest):
-        return _field_test(node)
+        return _field_test(node, regex_timeout)
     if isinstance(node, And):
-        children = tuple(build_matcher(c) for c in node.children)
+        children = tuple(build_matcher(c, regex_timeout) for c in node.children)
         if len(children) == 2:
             first, second = children
 
@@ -55,8 +69,8 @@ def build_matcher(node: Node) -> Matcher:
 
         return and_n
     if isinstance(node, Or):
-        children = tuple(build_matcher(c) for c in node.children)
-        same_field = _same_field_tests(node)
+        children = tuple(build_matcher(c, regex_timeout) for c in node.children)
+        same_field = _same_field_tests(node, regex_timeout)
         if same_field is not None:
             return same_field
 
@@ -68,7 +82,7 @@ def build_matcher(node: Node) -> Matcher:
 
         return or_n
     if isinstance(node, Not):
-        inner = build_matcher(node.child)
+        inner = build_matcher(node.child, regex_timeout)
 
         def negate(event: Mapping[str, Any]) -> bool:
             return not inner(event)
@@ -92,7 +106,7 @@ def build_matcher(node: Node) -> Matcher:
     if isinstance(node, FieldRef):
         return _field_ref(node)
     if isinstance(node, Keyword):
-        test = node.predicate.test
+        test = _test_function(node.predicate, regex_timeout)
 
         def keyword(event: Mapping[str, Any]) -> bool:
             for text in iter_all_strings(event):
@@ -108,15 +122,29 @@ def build_matcher(node: Node) -> Matcher:
 
 
 _MEMO_LIMIT = 4096
+_TIMED_OUT = object()  # memo entry: this value already took the regex past its timeout
 
 
-def _test_function(predicate: Predicate) -> Callable[[Any], bool]:
-    """The predicate's test, memoized per string value for regexes, which can cost milliseconds
-    on long command lines (and command lines repeat)."""
-    test = predicate.test
-    if not isinstance(predicate, Regex):
-        return test
-    memo: dict[str, bool] = {}
+def _test_function(predicate: Predicate, timeout: float | None) -> Callable[[Any], bool]:
+    """The predicate's test, memoized per string value for regexes and wildcard patterns, which
+    can cost microseconds to milliseconds on long command lines (and values repeat). A value
+    that timed out is remembered as such, so a repeated hostile value costs one timeout, not
+    one per event."""
+    if isinstance(predicate, Regex):
+        regex, fold = predicate.regex, False
+    elif isinstance(predicate, StrPattern):
+        regex, fold = predicate.regex, not predicate.cased
+    else:
+        return predicate.test
+    pattern = regex.pattern
+
+    def test(value: Any) -> bool:
+        s = as_text(value)
+        if s is None:
+            return False
+        return regex.matches(s.lower() if fold else s, timeout)
+
+    memo: dict[str, object] = {}
 
     def memoized(value: Any) -> bool:
         if value.__class__ is not str:
@@ -125,15 +153,21 @@ def _test_function(predicate: Predicate) -> Callable[[Any], bool]:
         if result is None:
             if len(memo) >= _MEMO_LIMIT:
                 memo.clear()
-            result = memo[value] = test(value)
-        return result
+            try:
+                result = memo[value] = test(value)
+            except RegexTimeout:
+                memo[value] = _TIMED_OUT
+                raise
+        elif result is _TIMED_OUT:
+            raise RegexTimeout(pattern, timeout)
+        return result  # type: ignore[return-value]
 
     return memoized
 
 
-def _field_test(node: FieldTest) -> Matcher:
+def _field_test(node: FieldTest, timeout: float | None) -> Matcher:
     get = field_getter(node.field)
-    test = _test_function(node.predicate)
+    test = _test_function(node.predicate, timeout)
 
     def field_test(event: Mapping[str, Any]) -> bool:
         value = get(event)
@@ -150,7 +184,7 @@ def _field_test(node: FieldTest) -> Matcher:
     return field_test
 
 
-def _same_field_tests(node: Or) -> Matcher | None:
+def _same_field_tests(node: Or, timeout: float | None) -> Matcher | None:
     """OR over values of one field (a Sigma value list): read and lowercase the field once.
 
     Case-insensitive equals/startswith/endswith/contains collapse into a set lookup and
@@ -178,7 +212,7 @@ def _same_field_tests(node: Or) -> Matcher | None:
         elif isinstance(predicate, StrContains) and not predicate.cased:
             contains.append(predicate.text)
         else:
-            others.append(_test_function(predicate))
+            others.append(_test_function(predicate, timeout))
     starts_t, ends_t, contains_t, others_t = tuple(starts), tuple(ends), tuple(contains), tuple(others)
     has_text = bool(equals or starts_t or ends_t or contains_t)
 

@@ -8,11 +8,11 @@ per-event path never touches a pySigma object. The same tree feeds both the eval
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from detectors.rule_regex import RuleRegex
 from detectors.values import Number, as_text, to_number
 
 # ---------------------------------------------------------------------------------------------
@@ -75,10 +75,11 @@ class StrPattern:
     """A Sigma wildcard pattern (`*`, `?`) compiled to an anchored regex.
 
     `literals` are the plain runs between wildcards (lowercase unless cased); the prefilter
-    indexes the longest of them.
+    indexes the longest of them. The regex runs on RE2: under `re`, `*a*a*a*a*b` takes
+    seconds on a few hundred characters.
     """
 
-    regex: re.Pattern[str]
+    regex: RuleRegex
     literals: tuple[str, ...]
     source: str
     cased: bool = False
@@ -87,7 +88,7 @@ class StrPattern:
         s = as_text(value)
         if s is None:
             return False
-        return self.regex.fullmatch(s if self.cased else s.lower()) is not None
+        return self.regex.matches(s if self.cased else s.lower())
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,17 +96,18 @@ class Regex:
     """The `re` modifier: an unanchored search, case-sensitive unless the `i` flag is set.
 
     `required` is a lowercase ASCII literal that the lowercased text of every match contains,
-    or "" when none could be proven; the prefilter uses it.
+    or "" when none could be proven; the prefilter uses it. `test` raises `RegexTimeout` when
+    the pattern runs on the backtracking engine and takes too long.
     """
 
-    regex: re.Pattern[str]
+    regex: RuleRegex
     required: str = ""
 
     def test(self, value: Any) -> bool:
         s = as_text(value)
         if s is None:
             return False
-        return self.regex.search(s) is not None
+        return self.regex.matches(s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +182,7 @@ def parse_timestamp(value: Any) -> datetime | None:
     if value.__class__ in (int, float):
         seconds = value / 1000 if value > 1e11 else value
         try:
-            return datetime.utcfromtimestamp(seconds)
+            return datetime.utcfromtimestamp(seconds)  # noqa: DTZ004 - a naive datetime in UTC, as before
         except (OverflowError, OSError, ValueError):
             return None
     s = as_text(value)

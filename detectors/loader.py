@@ -16,10 +16,9 @@ from typing import Any
 import yaml
 from sigma.collection import SigmaCollection
 from sigma.correlations import SigmaCorrelationRule
-from sigma.exceptions import SigmaError
+from sigma.exceptions import SigmaError, SigmaRuleLocation
 from sigma.filters import SigmaFilter
 from sigma.processing.pipeline import ProcessingPipeline
-from sigma.exceptions import SigmaRuleLocation
 from sigma.rule import SigmaRule
 
 from detectors import encodings
@@ -27,6 +26,7 @@ from detectors.compiler import Placeholders, compile_rule
 from detectors.correlation import CorrelationSpec, correlation_spec
 from detectors.errors import RuleCompileError
 from detectors.ir import CompiledRule
+from detectors.regex_safety import RegexWarning, regex_warnings
 
 try:  # libyaml is ~10x faster on 3,700 files; fall back to the pure-Python loader
     from yaml import CSafeLoader as _YamlLoader
@@ -62,6 +62,8 @@ class Ruleset:
     rules: list[CompiledRule] = field(default_factory=list)
     correlations: list[CorrelationSpec] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    # Accepted rules whose `|re` values can backtrack super-linearly or do not run on RE2.
+    warnings: list[RegexWarning] = field(default_factory=list)
     loaded: int = 0  # rule documents read: compiled + filters applied + rejected
     filters_applied: int = 0
     version: str = ""
@@ -75,6 +77,7 @@ class Ruleset:
             "loaded": self.loaded,
             "compiled": self.compiled,
             "rejected": [r.to_dict() for r in self.rejections],
+            "warnings": [w.to_dict() for w in self.warnings],
         }
 
 
@@ -111,7 +114,7 @@ def load_ruleset(
         except SigmaError as error:
             ruleset.rejections.append(Rejection(path, rule_id, str(rule.title), f"pipeline: {error}"))
             continue
-        except Exception as error:  # a pySigma bug on one rule must not stop the others
+        except Exception as error:  # noqa: BLE001 - a pySigma bug on one rule must not stop the others
             ruleset.rejections.append(
                 Rejection(path, rule_id, str(rule.title), f"internal error: {type(error).__name__}: {error}")
             )
@@ -123,6 +126,7 @@ def load_ruleset(
             continue
         seen_ids[compiled.meta.id] = path
         ruleset.rules.append(compiled)
+        ruleset.warnings.extend(regex_warnings(compiled))
 
     for rule in collection.rules:
         if not isinstance(rule, SigmaCorrelationRule):
@@ -170,7 +174,7 @@ def _parse_source(
         collection = SigmaCollection.from_dicts(
             documents, collect_errors=True, source=location, collect_filters=True, resolve_references=False
         )
-    except Exception as error:  # pySigma raises plain exceptions on some malformed documents
+    except Exception as error:  # noqa: BLE001 - pySigma raises plain exceptions on some malformed documents
         rejections.append(Rejection(source.path, _doc_id(documents[0]), _doc_title(documents[0]), _one_line(error)))
         return []
     good: list[SigmaRule | SigmaCorrelationRule | SigmaFilter] = []
@@ -195,7 +199,7 @@ def _apply_filters(collection: SigmaCollection, rejections: list[Rejection]) -> 
         try:
             for rule in rules:
                 updated.append(sigma_filter.apply_on_rule(rule) if isinstance(rule, SigmaRule) else rule)
-        except (SigmaError, Exception) as error:  # pySigma raises plain errors on bad filters
+        except (SigmaError, Exception) as error:  # noqa: BLE001 - pySigma raises plain errors on bad filters
             rejections.append(
                 Rejection(_path_of(sigma_filter), str(sigma_filter.id) if sigma_filter.id else None,
                           str(sigma_filter.title), f"filter: {_one_line(error)}")

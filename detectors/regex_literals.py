@@ -16,17 +16,18 @@ _AT = sre_constants.AT
 _SUBPATTERN = sre_constants.SUBPATTERN
 
 
-def required_literal(pattern: re.Pattern[str]) -> str:
-    """The longest literal (lowercase ASCII) that the lowercased form of any match contains.
+def required_literal(pattern: str, flags: int = 0) -> str:
+    """The longest literal (lowercase ASCII) that the lowercased form of any match of
+    `pattern` (with `re` flags) contains.
 
     Under IGNORECASE, `s` and `i` end a run: they also match the non-ASCII `ſ`, `ı` and `İ`,
     which lowercase to something else. Returns "" when nothing is proven.
     """
     try:
-        parsed = sre_parse.parse(pattern.pattern, pattern.flags)
-    except Exception:  # the pattern compiled already; a parser quirk only costs the prefilter
+        parsed = sre_parse.parse(pattern, flags)
+    except Exception:  # noqa: BLE001 - the pattern compiled already; a parser quirk only costs the prefilter
         return ""
-    ignorecase = bool((pattern.flags | parsed.state.flags) & re.IGNORECASE)
+    ignorecase = bool((flags | parsed.state.flags) & re.IGNORECASE)
     runs: list[str] = []
     _collect_runs(list(parsed), runs, ignorecase)
     return max(runs, key=len, default="")

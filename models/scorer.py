@@ -24,6 +24,7 @@ from models.calibration import QuantileCalibrator
 from models.entities import DEFAULT_ENTITY_FIELDS, Entity, EntityMapping, EntityRule, extract_entities
 from models.estimators.base import Estimator
 from models.estimators.sad import sad_score_learn_slots
+from models.eventtime import MAX_TIME_MS, MIN_TIME_MS, sane_time_ms
 from models.features import DEFAULT_FEATURES, Feature, feature_names
 from models.features.categories import CATEGORY_INDEX, event_category
 from models.registry import get_model
@@ -268,6 +269,10 @@ class EntityScorer:
         categories: list[int] = []
         times: list[int] = []
         for index, (event, time_ms) in enumerate(zip(events, times_ms)):
+            if time_ms is not None and (time_ms.__class__ is not int or not MIN_TIME_MS <= time_ms <= MAX_TIME_MS):
+                # A time outside 1970..2500 (or not an integer) is no time: it would overflow the
+                # int64 arrays below, or move the stream's clock (and every TTL) to year 99999.
+                time_ms = sane_time_ms(time_ms)
             if time_ms is None:
                 # No event time: features would need the wall clock. Counted, carried on with the
                 # stream's last time so the entity still counts.

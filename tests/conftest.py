@@ -1,4 +1,11 @@
-"""Shared fixtures: paths into ../shared and the SigmaHQ ruleset, compiled once per worker."""
+"""Shared fixtures: paths into ../shared, the SigmaHQ ruleset compiled once per worker, the test
+run's own Kafka broker and a Ray per module.
+
+Tests are tiered by markers that the fixtures apply themselves: a test that uses `broker` is
+`kafka`, one that uses `ray_local` is `ray`; modules that start Ray or SSH otherwise say so with
+`pytestmark`. The fast lane is `pytest -m "not kafka and not ray and not ssh and not slow"`.
+Without ../shared the tests that read it are skipped, with the reason, and the rest run.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ import pytest
 
 from cluster.rulefiles import load_rules_from_paths
 from detectors.loader import Ruleset
+from tests import broker as test_broker
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -23,9 +31,31 @@ RULE_DIRS = [SIGMA / d for d in ("rules", "rules-emerging-threats", "rules-threa
 CORPUS_PLACEHOLDERS = {"known_cdcs": ["DC01.corp.example", "10.0.0.10"]}
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    if not SIGMA.is_dir():
-        raise pytest.UsageError(f"reference data not found at {SHARED}: the tests read ../shared beside the project")
+SHARED_MISSING = f"reference data not found at {SHARED} (../shared beside the project)"
+# Names by which a test module reaches ../shared: such a module is skipped without it.
+_SHARED_NAMES = ("SHARED", "SIGMA", "OTRF", "RULE_DIRS", "otrf_files", "sigmahq_ruleset", "regression_manifest",
+                 "CORPUS_PLACEHOLDERS")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    sources: dict[str, str] = {}
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if "broker" in names:
+            item.add_marker(pytest.mark.kafka)
+        if "ray_local" in names:
+            item.add_marker(pytest.mark.ray)
+        if not SIGMA.is_dir():
+            path = str(item.path)
+            if path not in sources:
+                sources[path] = item.path.read_text(encoding="utf-8") if item.path.suffix == ".py" else ""
+            if names & set(_SHARED_NAMES) or any(name in sources[path] for name in _SHARED_NAMES):
+                item.add_marker(pytest.mark.skip(reason=SHARED_MISSING))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller (or plain pytest): the run is over
+        test_broker.stop()
 
 
 @pytest.fixture(scope="session")
@@ -42,17 +72,15 @@ def otrf_files() -> list[Path]:
     return sorted((OTRF / "jsonl").rglob("*.jsonl"))
 
 
-BOOTSTRAP = "127.0.0.1:9092"
+BOOTSTRAP = test_broker.BOOTSTRAP
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def broker() -> Iterator[str]:
-    """The development broker (`sigmaray kafka up`): started if it is not running, and stopped
-    after the last module that needed it, unless something else started it."""
-    from cluster import kafka_dev
-
-    with kafka_dev.shared_broker():
-        yield BOOTSTRAP
+    """The test run's own broker (tests/broker.py): a free port and a data folder of its own,
+    never a person's `sigmaray kafka up` one. Marks the test `kafka`."""
+    with test_broker.held() as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import yaml
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -24,6 +25,7 @@ from cluster.generator import generate
 from tests.conftest import OTRF, ROOT
 
 SIGMARAY = [sys.executable, "-m", "cluster.cli"]
+pytestmark = pytest.mark.ray  # `sigmaray run` starts a Ray of its own
 
 
 

@@ -269,8 +269,10 @@ def test_broker_stopped_and_restarted_midstream_the_cluster_resumes_and_loses_no
     from cluster.actors import Supervisor, config_to_dict
     from cluster.config import config_from_dict
 
-    # A broker of its own (another port and data folder): other tests share the default one.
-    port, data = 19092, tmp_path / "broker"
+    # A broker of its own (a free port, its own data folder): other tests share the run's one.
+    from tests.broker import _free_port_pair
+
+    port, data = _free_port_pair(), tmp_path / "broker"
     bootstrap = f"127.0.0.1:{port}"
     kafka_dev.up(data_dir=data, port=port)
     try:

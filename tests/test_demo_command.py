@@ -5,23 +5,27 @@ from __future__ import annotations
 import argparse
 import io
 
+import pytest
+
 from cluster.rulefiles import load_rules_from_paths
 from detectors.engine import SigmaEngine
 from tests.conftest import OTRF, ROOT
+
+pytestmark = pytest.mark.ray  # the demo starts a Ray of its own
 
 
 def _engine() -> SigmaEngine:
     return SigmaEngine(load_rules_from_paths([ROOT / "rules"]).rules)
 
 
-def test_demo_runs_end_to_end_and_shows_exactly_the_offline_detections() -> None:
-    from cluster import kafka_dev
+def test_demo_runs_end_to_end_and_shows_exactly_the_offline_detections(broker: str) -> None:
     from cluster.cli_demo import run_demo
+    from tests import broker as test_broker
 
-    args = argparse.Namespace(events=8000, rate=0, seconds=0, attack_share=0.05, shared=OTRF, seed=3, keep=False)
+    args = argparse.Namespace(events=8000, rate=0, seconds=0, attack_share=0.05, shared=OTRF, seed=3, keep=False,
+                              port=test_broker.PORT, data_dir=str(test_broker.DATA_DIR))
     out = io.StringIO()
-    with kafka_dev.shared_broker():
-        summary = run_demo(args, out)
+    summary = run_demo(args, out)
     engine = _engine()
     offline = sorted(f"{e['sigmaray_event_id']}|{m.id}" for e in summary["events_list"] for m in engine.match(e))
     assert offline

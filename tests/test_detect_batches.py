@@ -50,9 +50,11 @@ def test_undecodable_records_go_to_the_dead_letter_topic_with_their_origin(detec
     assert len(dead) == 3 and result.counts["dead_letter"] == 3 and result.counts["events"] == 1
     headers = dict(dead[0].headers)
     assert headers["source.topic"] == b"events" and headers["source.offset"] == b"0"
-    assert headers["error"].startswith(b"invalid JSON")
+    assert headers["error"].startswith(b"invalid JSON") and headers["stage"] == b"decode"
     assert dead[0].value == b"{broken"
     assert dict(dead[1].headers)["error"] == b"JSON list is not an object"
+    assert dead[2].value is None  # a tombstone stays a tombstone (null, not b"")
+    assert result.counts["dead_letter.decode"] == 3
 
 
 def test_config_defaults_and_errors_name_the_key() -> None:
@@ -70,7 +72,7 @@ def test_config_defaults_and_errors_name_the_key() -> None:
             config_from_dict(bad)
 
 
-def test_a_worker_with_a_tiny_output_buffer_pauses_fetching_and_still_delivers_everything() -> None:
+def test_a_worker_with_a_tiny_output_buffer_pauses_fetching_and_still_delivers_everything(broker: str) -> None:
     """Back-pressure with a real broker: max_in_flight=5 forces the pause path on every batch."""
     import time
     import uuid
@@ -79,43 +81,41 @@ def test_a_worker_with_a_tiny_output_buffer_pauses_fetching_and_still_delivers_e
     from confluent_kafka import Producer as KafkaProducer
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from cluster import kafka_dev
     from cluster.partition_loop import PartitionLoop
 
-    with kafka_dev.shared_broker():
-        run = uuid.uuid4().hex[:8]
-        bootstrap = "127.0.0.1:9092"
-        admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive its futures
-        for future in admin.create_topics(
-            [NewTopic(f"in-{run}", 1, 1), NewTopic(f"out-{run}", 1, 1), NewTopic(f"dlq-{run}", 1, 1)]
-        ).values():
-            future.result(30)
-        producer = KafkaProducer({"bootstrap.servers": bootstrap})
-        for i in range(300):  # every record is undecodable, so every one is an output
-            producer.produce(f"in-{run}", f"not json {i}".encode())
-        assert producer.flush(30) == 0
-        config = config_from_dict({
-            "kafka": {"bootstrap_servers": bootstrap, "input_topics": [f"in-{run}"], "detections_topic": f"out-{run}",
-                      "dead_letter_topic": f"dlq-{run}", "group_id": f"g-{run}"},
-            "processing": {"max_in_flight": 5, "batch_size": 100},
-            "rules": {"paths": [str(ROOT / "rules")]},
-        })
-        loop = PartitionLoop(config, "w")
-        loop.assign([(f"in-{run}", 0)])
-        deadline = time.monotonic() + 60
-        while loop.metrics.events_in < 300 and time.monotonic() < deadline:
-            loop.run_once()
-        loop.producer.flush(10)
-        loop.consumer.close()
-        assert loop.metrics.events_in == loop.metrics.dead_letters == 300
-        assert loop.metrics.pauses > 0
-        reader = KafkaConsumer({"bootstrap.servers": bootstrap, "group.id": f"r-{run}", "auto.offset.reset": "earliest"})
-        reader.subscribe([f"dlq-{run}"])
-        seen = 0
-        deadline = time.monotonic() + 30
-        while seen < 300 and time.monotonic() < deadline:
-            message = reader.poll(0.5)
-            if message is not None and not message.error():
-                seen += 1
-        reader.close()
-        assert seen == 300
+    run = uuid.uuid4().hex[:8]
+    bootstrap = broker
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive its futures
+    for future in admin.create_topics(
+        [NewTopic(f"in-{run}", 1, 1), NewTopic(f"out-{run}", 1, 1), NewTopic(f"dlq-{run}", 1, 1)]
+    ).values():
+        future.result(30)
+    producer = KafkaProducer({"bootstrap.servers": bootstrap})
+    for i in range(300):  # every record is undecodable, so every one is an output
+        producer.produce(f"in-{run}", f"not json {i}".encode())
+    assert producer.flush(30) == 0
+    config = config_from_dict({
+        "kafka": {"bootstrap_servers": bootstrap, "input_topics": [f"in-{run}"], "detections_topic": f"out-{run}",
+                  "dead_letter_topic": f"dlq-{run}", "group_id": f"g-{run}"},
+        "processing": {"max_in_flight": 5, "batch_size": 100},
+        "rules": {"paths": [str(ROOT / "rules")]},
+    })
+    loop = PartitionLoop(config, "w")
+    loop.assign([(f"in-{run}", 0)])
+    deadline = time.monotonic() + 60
+    while loop.metrics.events_in < 300 and time.monotonic() < deadline:
+        loop.run_once()
+    loop.producer.flush(10)
+    loop.consumer.close()
+    assert loop.metrics.events_in == loop.metrics.dead_letters == 300
+    assert loop.metrics.pauses > 0
+    reader = KafkaConsumer({"bootstrap.servers": bootstrap, "group.id": f"r-{run}", "auto.offset.reset": "earliest"})
+    reader.subscribe([f"dlq-{run}"])
+    seen = 0
+    deadline = time.monotonic() + 30
+    while seen < 300 and time.monotonic() < deadline:
+        message = reader.poll(0.5)
+        if message is not None and not message.error():
+            seen += 1
+    reader.close()
+    assert seen == 300

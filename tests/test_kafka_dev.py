@@ -1,8 +1,8 @@
 """Integration tests of `sigmaray kafka`: a real Kafka broker, real clients.
 
 The first run fetches the broker jars with Maven (about 45 MB, well under 10 minutes); later runs
-reuse ~/.cache/sigmaray. The broker is the developer's default one: if it was running before the
-tests it is left running, otherwise the last test process to finish with it stops it.
+reuse ~/.cache/sigmaray. The broker is the test run's own (tests/broker.py: a free port and a data
+folder of its own), never a developer's default one.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from cluster import kafka_dev
+from tests import broker as test_broker
+from tests.broker import _free_port_pair, shared_broker
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[kafka_dev.BrokerInfo]:
     # shared_broker, not up()/down(): other xdist workers and test modules use the same broker.
-    with kafka_dev.shared_broker() as info:
+    with shared_broker(test_broker.DATA_DIR, test_broker.PORT) as info:
         yield info
 
 
@@ -70,13 +72,13 @@ def test_ensure_installed_is_cached_and_holds_the_pinned_kafka_jar(broker: kafka
 
 
 def test_status_reports_the_running_broker_and_its_topics(broker: kafka_dev.BrokerInfo, topic: str) -> None:
-    st = kafka_dev.status()
+    st = kafka_dev.status(data_dir=test_broker.DATA_DIR)
     assert st.running and st.pid == broker.pid and st.bootstrap == broker.bootstrap
     assert st.topics is not None and st.topics >= 1
 
 
 def test_up_again_is_a_no_op_returning_the_same_broker(broker: kafka_dev.BrokerInfo) -> None:
-    again = kafka_dev.up()
+    again = kafka_dev.up(test_broker.DATA_DIR, test_broker.PORT)
     assert not again.started
     assert again.pid == broker.pid and again.bootstrap == broker.bootstrap
 
@@ -123,26 +125,12 @@ def test_stale_pid_file_reads_as_not_running_and_is_removed(tmp_path: Path) -> N
     assert not (tmp_path / "broker.pid").exists()
 
 
-def _free_port_pair() -> int:
-    """A client port whose +1 (the controller port) is free too."""
-    import socket
-
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port + 1)) != 0 and port < 65535:
-                return port
-    raise RuntimeError("no free port pair")
-
-
 def test_shared_broker_starts_formats_and_stops_only_after_the_last_holder(tmp_path: Path) -> None:
     # A second broker in its own fresh data dir: also proves formatting a new dir and --port.
     data, port = tmp_path / "kafka", _free_port_pair()
-    with kafka_dev.shared_broker(data, port) as outer:
+    with shared_broker(data, port) as outer:
         assert outer.started and outer.bootstrap == f"127.0.0.1:{port}"
-        with kafka_dev.shared_broker(data, port) as inner:
+        with shared_broker(data, port) as inner:
             assert not inner.started and inner.pid == outer.pid
         assert kafka_dev.status(data).running, "an outer holder still needs it"
     assert not kafka_dev.status(data).running

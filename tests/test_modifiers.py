@@ -85,6 +85,35 @@ def test_re_m_and_s_flags() -> None:
     assert not matches("sel:\n    F|re: 'a.b'\ncondition: sel", {"F": "a\nb"})
 
 
+def test_re_classes_are_unicode_as_in_python_re() -> None:
+    # The linear-time engine must not bring its own ASCII-only \s and \d.
+    assert matches("sel:\n    F|re: 'net\\s+user'\ncondition: sel", {"F": "net\u00a0user"})
+    assert matches("sel:\n    F|re: 'a\\sb'\ncondition: sel", {"F": "a\x0bb"})
+    assert matches("sel:\n    F|re: 'x\\d{2}'\ncondition: sel", {"F": "x\u0663\u0664"})
+    assert not matches("sel:\n    F|re: 'x\\W'\ncondition: sel", {"F": "x\u00e9"})
+
+
+def test_re_dollar_also_matches_before_a_final_newline() -> None:
+    assert matches("sel:\n    F|re: '\\.exe$'\ncondition: sel", {"F": "a.exe\n"})
+    assert not matches("sel:\n    F|re: '\\.exe$'\ncondition: sel", {"F": "a.exe\n\n"})
+
+
+def test_re_i_folds_case_as_python_re_does() -> None:
+    assert matches("sel:\n    F|re|i: 'kerberos'\ncondition: sel", {"F": "\u212aERBEROS"})  # Kelvin sign
+    assert matches("sel:\n    F|re|i: 'invoke'\ncondition: sel", {"F": "\u0130NVOKE"})  # dotted capital I
+
+
+def test_re_with_a_backreference_still_matches() -> None:
+    assert matches("sel:\n    F|re: '(\\w)\\1\\1'\ncondition: sel", {"F": "xaaay"})
+    assert not matches("sel:\n    F|re: '(\\w)\\1\\1'\ncondition: sel", {"F": "xaay"})
+
+
+def test_wildcards_with_many_stars_do_not_backtrack() -> None:
+    # Python's re takes about 48 s on this value; the rule's wildcard runs on RE2.
+    assert not matches("sel:\n    F: '*a*a*a*a*b'\ncondition: sel", {"F": "a" * 400})
+    assert matches("sel:\n    F: '*a*a*a*a*b'\ncondition: sel", {"F": "a" * 400 + "B"})
+
+
 def test_plain_values_ignore_case_but_cased_does_not() -> None:
     assert matches("sel:\n    F: 'Secret'\ncondition: sel", {"F": "SECRET"})
     assert matches("sel:\n    F|cased: 'Secret'\ncondition: sel", {"F": "Secret"})

@@ -117,13 +117,87 @@ def test_ray_cluster_yaml_copies_the_project_to_home_sigmaray_without_local_buil
 
 def test_ray_cluster_yaml_setup_installs_the_project_into_a_python311_venv_on_every_node() -> None:
     raw = _raw()
-    assert "head_setup_commands" not in raw and "worker_setup_commands" not in raw
+    assert "worker_setup_commands" not in raw  # the head's own commands only create the token
     setup = _prepared()
     for commands in (setup["head_setup_commands"], setup["worker_setup_commands"]):
         joined = "\n".join(commands)
         assert "python3.11 -m venv ~/sigmaray/.venv" in joined
         assert re.search(r"~/sigmaray/\.venv/bin/python -m pip install .*-e ~/sigmaray\b", joined)
         assert "$HOME/sigmaray/.venv/bin:$PATH" in joined  # `ray down`/`ray attach` run a bare `ray`
+        # Logins (`ray exec`, `ray attach`) send the token: `ray status`, `ray job logs`, `sigmaray status`.
+        assert "export RAY_AUTH_MODE=token" in joined
+
+
+# --- token authentication: created on the head, copied to the workers, required everywhere ---
+
+
+def _token_command() -> str:
+    (command,) = [c for c in _raw()["head_setup_commands"] if "auth_token" in c]
+    return command
+
+
+def _without_ray_auth_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    return {**env, "HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def test_head_setup_creates_a_private_random_ray_token_once_and_keeps_it_on_later_ray_ups(tmp_path: Path) -> None:
+    if not shutil.which("python3.11"):
+        pytest.skip("the token command runs python3.11, which ray-cluster.yaml requires on every node")
+    env = _without_ray_auth_env(tmp_path)
+    first = subprocess.run(["bash", "-c", _token_command()], check=False, env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert first.returncode == 0, first.stderr
+    token_file = tmp_path / ".ray/auth_token"
+    token = token_file.read_text()
+    assert re.fullmatch(r"[0-9a-f]{64}", token)  # 256 random bits
+    assert token not in first.stdout + first.stderr  # never in `ray up`'s output
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / ".ray").stat().st_mode & 0o077 == 0
+    token_file.chmod(0o644)  # e.g. copied in by hand: the next `ray up` makes it private again
+    again = subprocess.run(["bash", "-c", _token_command()], check=False, env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert token_file.read_text() == token  # the running workers' token stays valid
+    assert token_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_head_token_is_copied_to_every_worker_and_workers_never_make_their_own() -> None:
+    prepared = _prepared()
+    # The head's autoscaler rsyncs (-a, mode kept) these head paths to each worker before the
+    # worker's setup and start commands; the launcher's own ~/.ray is never involved.
+    assert prepared["cluster_synced_files"] == ["~/.ray/auth_token"]
+    assert "~/.ray/auth_token" not in _raw()["file_mounts"]
+    makes_a_token = ("token_hex", "get-auth-token", "> ~/.ray/auth_token")
+    assert not any(m in c for c in prepared["worker_setup_commands"] for m in makes_a_token)
+    assert any(m in _token_command() for m in makes_a_token)
+    assert _token_command() in prepared["head_setup_commands"]  # Ray's merge kept the head's own command
+
+
+def test_every_ray_start_and_the_job_submission_require_token_auth() -> None:
+    raw = _raw()
+    starts = [c for c in raw["head_start_ray_commands"] + raw["worker_start_ray_commands"] if "ray start" in c]
+    assert len(starts) == 2
+    for command in starts:
+        # Explicit, so a node never starts open: without the token `ray start` refuses (below).
+        assert "RAY_AUTH_MODE=token ~/sigmaray/.venv/bin/ray start" in command
+    submit = next(c for c in raw["head_start_ray_commands"] if "ray job submit" in c)
+    assert "RAY_AUTH_MODE=token ~/sigmaray/.venv/bin/ray job submit" in submit  # the job server wants it too
+    assert "RAY_AUTH_MODE=disabled" not in RAY_CLUSTER_YAML.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("role", ["head", "worker"])
+def test_ray_start_in_token_mode_refuses_to_run_on_a_node_without_the_token(role: str, tmp_path: Path) -> None:
+    """What a node whose token did not arrive does: fails `ray up`, rather than run without auth.
+    (Ray checks the token before it starts anything or reaches the head, so this starts nothing.)"""
+    where = ["--head", f"--port={_free_port()}"] if role == "head" else [f"--address=127.0.0.1:{_free_port()}"]
+    env = {**_without_ray_auth_env(tmp_path), "RAY_AUTH_MODE": "token"}
+    result = subprocess.run(
+        [str(VENV_BIN / "ray"), "start", *where, f"--temp-dir={tmp_path / 'ray'}", "--block"],
+        check=False, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "no authentication token was found" in result.stdout + result.stderr
 
 
 def test_ray_cluster_yaml_starts_ray_from_the_venv_in_the_project_directory() -> None:
@@ -136,6 +210,11 @@ def test_ray_cluster_yaml_starts_ray_from_the_venv_in_the_project_directory() ->
         assert "~/sigmaray/.venv/bin/ray start" in command
     assert "--port=6379" in head_start and "--autoscaling-config=~/ray_bootstrap_config.yaml" in head_start
     assert "--address=$RAY_HEAD_IP:6379" in worker_start
+    # The dashboard (and its job server) on the head's loopback only; metrics on a port a firewall
+    # rule can name (Ray binds it to every interface of a multi-node cluster: README).
+    assert "--dashboard-host=127.0.0.1" in head_start
+    for command in (head_start, worker_start):
+        assert "--metrics-export-port=8080" in command
     assert head[0] == worker[0] == "~/sigmaray/.venv/bin/ray stop"  # `ray up` again restarts cleanly
 
 
@@ -182,7 +261,7 @@ class _Privileged:
     def __init__(self) -> None:
         if os.geteuid() == 0:
             self.prefix: list[str] = []
-        elif shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0:
+        elif shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"], check=False, capture_output=True).returncode == 0:
             self.prefix = ["sudo", "-n"]
         else:
             pytest.skip(
@@ -215,7 +294,7 @@ def _ensure_ssh_tools(priv: _Privileged) -> None:
     for tool in ("useradd", "userdel"):
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
             pytest.skip(f"no {tool}: the test needs a throw-away SSH user")
-    if subprocess.run(["/usr/bin/python3.11", "-c", "import ensurepip, venv"], capture_output=True).returncode:
+    if subprocess.run(["/usr/bin/python3.11", "-c", "import ensurepip, venv"], check=False, capture_output=True).returncode:
         pytest.skip("no /usr/bin/python3.11 with venv for the SSH user (ray-cluster.yaml needs python3.11 on nodes)")
 
 
@@ -264,13 +343,13 @@ class LocalNode:
         )
         p.run("mkdir", "-p", "/run/sshd")  # sshd's privilege-separation directory
         p.run("/usr/sbin/sshd", "-t", "-f", str(sshd_config))
-        self.sshd = p.popen(
-            "/usr/sbin/sshd", "-D", "-e", "-f", str(sshd_config),
-            stdout=subprocess.DEVNULL, stderr=open(self.base / "sshd.log", "wb"),
-        )  # fmt: skip
+        with open(self.base / "sshd.log", "wb") as sshd_log:  # sshd keeps its own descriptor
+            self.sshd = p.popen(
+                "/usr/sbin/sshd", "-D", "-e", "-f", str(sshd_config), stdout=subprocess.DEVNULL, stderr=sshd_log,
+            )  # fmt: skip
         deadline = time.monotonic() + 20
         while True:
-            probe = subprocess.run([*self.ssh_command(), "true"], capture_output=True, text=True)
+            probe = subprocess.run([*self.ssh_command(), "true"], check=False, capture_output=True, text=True)
             if probe.returncode == 0:
                 return
             if self.sshd.poll() is not None or time.monotonic() > deadline:
@@ -372,8 +451,9 @@ def _test_copy_of_project(node: LocalNode, dest: Path) -> dict[str, Any]:
     starts = []
     for command in config["head_start_ray_commands"]:
         if "ray start --head" in command:
-            assert "--port=6379" in command
+            assert "--port=6379" in command and "--metrics-export-port=8080" in command
             command = command.replace("--port=6379", f"--port={ports['--port']} {extra}")
+            command = command.replace("--metrics-export-port=8080", f"--metrics-export-port={_free_port()}")
         starts.append(command)
     config["head_start_ray_commands"] = starts
     return config
@@ -382,7 +462,8 @@ def _test_copy_of_project(node: LocalNode, dest: Path) -> dict[str, Any]:
 def _ray(args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
     ray = VENV_BIN / "ray" if (VENV_BIN / "ray").exists() else Path(shutil.which("ray") or "ray")
     return subprocess.run(
-        [str(ray), *args], cwd=cwd, env=env, text=True, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL
+        [str(ray), *args], check=False, cwd=cwd, env=env, text=True, capture_output=True, timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -400,6 +481,8 @@ def _tail(result: subprocess.CompletedProcess[str], chars: int = 6000) -> str:
     return f"exit {result.returncode}\nstdout:\n{result.stdout[-chars:]}\nstderr:\n{result.stderr[-chars:]}"
 
 
+@pytest.mark.ssh
+@pytest.mark.slow
 def test_ray_up_on_localhost_installs_sigmaray_starts_ray_and_the_supervisor_and_ray_down_stops_them(
     local_node: LocalNode, tmp_path: Path
 ) -> None:
@@ -432,6 +515,8 @@ def test_ray_up_on_localhost_installs_sigmaray_starts_ray_and_the_supervisor_and
         assert (home / "sigmaray/pyproject.toml").is_file()  # file_mounts synced the project copy
         assert not (home / "sigmaray/.git").exists()
         assert (home / "sigmaray/.venv/bin/sigmaray").is_file()  # setup_commands installed it
+        token = local_node.priv.run("stat", "-c", "%a %U", str(home / ".ray/auth_token")).stdout.split()
+        assert token == ["600", local_node.user]  # head_setup_commands created the cluster's token
 
         status = ray_exec("ray status")  # a bare `ray`: the PATH line setup added to ~/.bashrc
         assert status.returncode == 0, f"ray status failed:\n{_tail(status)}"
