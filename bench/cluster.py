@@ -31,8 +31,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cluster.actors import Supervisor, config_to_dict  # noqa: E402
 from cluster.config import config_from_dict  # noqa: E402
+from cluster.ray.actors import Supervisor, config_to_dict  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 RULES = [str(SHARED / "sigma" / d) for d in ("rules", "rules-emerging-threats", "rules-threat-hunting", "rules-compliance")]

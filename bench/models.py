@@ -28,7 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cluster.generator import default_otrf_root, generate  # noqa: E402
+from models.datasets.generator import default_otrf_root, generate  # noqa: E402
 from models.eventtime import event_time_ms  # noqa: E402
 from models.scorer import EntityScorer, ScorerConfig  # noqa: E402
 

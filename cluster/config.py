@@ -19,6 +19,8 @@
       pipelines: []
       placeholders: {}
       topic: ""                             # e.g. sigmaray.rules: live rules from `sigmaray rules push`
+      mapping: ""                           # logsource mapping YAML; "" = the built-in Windows mapping
+      regex_timeout_s: 0.1                  # per match of a regex RE2 cannot run (backreferences); 0 = no bound
     models:
       enabled: true                         # entity anomaly scores on every detection, anomaly detections
       model: hst                            # a name from `sigmaray models list`
@@ -76,6 +78,8 @@ class RulesConfig:
     pipelines: tuple[str, ...] = ()
     placeholders: dict[str, list[str]] = field(default_factory=dict)
     topic: str = ""  # compacted rules topic for live rules (sigmaray rules push); "" = files only
+    mapping: str = ""  # logsource mapping YAML (`sigmaray scan --mapping`); "" = the built-in Windows mapping
+    regex_timeout_s: float = 0.1  # per match of a regex RE2 cannot run; past it the rule is degraded
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +159,10 @@ def config_from_dict(data: Any, source: str = "<config>") -> ClusterConfig:
             raise ConfigError(f"{source}: processing.{name} must be at least 1")
     if not kafka.input_topics:
         raise ConfigError(f"{source}: kafka.input_topics must name at least one topic")
+    if rules.regex_timeout_s < 0:
+        raise ConfigError(f"{source}: rules.regex_timeout_s must be 0 (no bound) or more, got {rules.regex_timeout_s!r}")
+    if rules.mapping and not Path(rules.mapping).is_file():
+        raise ConfigError(f"{source}: rules.mapping: no such file {rules.mapping}")
     models = _models_section(data.get("models", {}), source)
     if not 0 < models.threshold <= 1:
         raise ConfigError(f"{source}: models.threshold must be in (0, 1], got {models.threshold!r}")

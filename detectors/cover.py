@@ -93,7 +93,9 @@ def predicate_trigger(field: str | None, predicate: Predicate) -> Trigger | None
     """The trigger implied by one value predicate, if any."""
     if isinstance(predicate, StrEq):
         key = equality_key(predicate.text)
-        return Trigger(field, "eq", key) if key is not None and field is not None else _sub(field, predicate.text, predicate.cased)
+        if key is not None and field is not None:
+            return Trigger(field, "eq", key)
+        return _sub(field, predicate.text, predicate.cased)
     if isinstance(predicate, (StrContains, StrStarts, StrEnds)):
         return _sub(field, predicate.text, predicate.cased)
     if isinstance(predicate, StrPattern):

@@ -3,7 +3,12 @@
 pySigma 1.x keeps strings as text and turns them into bytes with UTF-8, so `utf16` writes its
 byte order mark as EF BB BF instead of FF FE, and non-ASCII text cannot be made wide at all. Here
 the UTF-16 modifiers emit one character per byte (latin-1), and the base64 modifiers encode such
-strings back byte for byte. Registering them replaces pySigma's versions for every rule.
+strings back byte for byte.
+
+pySigma looks modifiers up in one process-wide table, so installing these replaces pySigma's
+versions for every rule parsed in the process, ours or not. That is why it is an explicit call,
+`register_modifiers()`, made by the loaders right before they parse, and never an import side
+effect: importing `detectors` leaves pySigma as it found it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from sigma.exceptions import SigmaValueError
 from sigma.modifiers import (
     SigmaBase64Modifier,
     SigmaBase64OffsetModifier,
+    SigmaModifier,
     SigmaUTF16BEModifier,
     SigmaUTF16Modifier,
     SigmaWideModifier,
@@ -78,15 +84,29 @@ class Base64OffsetModifier(SigmaBase64OffsetModifier):
         )
 
 
-def register() -> None:
-    """Install the byte-exact modifiers (idempotent), plus the v2.1 name `utf16le`."""
-    for name, cls in (
-        ("wide", WideModifier),
-        ("utf16le", WideModifier),
-        ("utf16be", UTF16BEModifier),
-        ("utf16", UTF16Modifier),
-        ("base64", Base64Modifier),
-        ("base64offset", Base64OffsetModifier),
-    ):
+# What `register_modifiers` installs, by modifier name.
+_REPLACEMENTS: tuple[tuple[str, type[SigmaModifier]], ...] = (
+    ("wide", WideModifier),
+    ("utf16le", WideModifier),
+    ("utf16be", UTF16BEModifier),
+    ("utf16", UTF16Modifier),
+    ("base64", Base64Modifier),
+    ("base64offset", Base64OffsetModifier),
+)
+
+
+def register_modifiers() -> None:
+    """Install the byte-exact modifiers in pySigma's modifier table, plus the v2.1 name `utf16le`.
+
+    Idempotent: a second call writes the same entries again, so every loader can call it before
+    it parses without keeping track of who called it first.
+
+    >>> from sigma.modifiers import modifier_mapping
+    >>> register_modifiers()
+    >>> modifier_mapping["wide"] is WideModifier and modifier_mapping["utf16le"] is WideModifier
+    True
+    """
+    for name, cls in _REPLACEMENTS:
         modifier_mapping[name] = cls
+        # utf16le is an alias: the canonical name of WideModifier stays `wide`.
         reverse_modifier_mapping[cls.__name__] = "wide" if name == "utf16le" else name

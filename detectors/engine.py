@@ -121,10 +121,6 @@ class SigmaEngine:
                 self._rule_failed(position, error)
         return out
 
-    def rules_for(self, event: Mapping[str, Any]) -> tuple[int, ...]:
-        """Positions of the rules whose logsource covers `event` (before any matching)."""
-        return self._route(event).group.positions
-
     @property
     def regex_timeouts(self) -> dict[str, int]:
         """Rule id -> how many events that rule was skipped on because a regex timed out."""

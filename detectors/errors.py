@@ -36,10 +36,6 @@ class SigmaRayError(Exception):
         return self.reason
 
 
-class RuleLoadError(SigmaRayError):
-    """A rule file could not be read or parsed (YAML or Sigma syntax)."""
-
-
 class RuleCompileError(SigmaRayError):
     """A parsed rule uses something the engine cannot evaluate (or an unresolved placeholder)."""
 

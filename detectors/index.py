@@ -246,7 +246,3 @@ class GroupIndex:
         result.extend(self.always)
         result.sort()
         return result
-
-    def describe(self) -> dict[str, int]:
-        """Sizes, for reports."""
-        return {"fields": len(self.flat) + len(self.dotted), "always_candidates": len(self.always)}

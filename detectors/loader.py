@@ -3,6 +3,9 @@
 Input is text with a path label, not files: the same function serves rule folders on disk and
 rules pushed through a Kafka topic. One bad rule is rejected with its path, id and reason; it
 never stops the others.
+
+`load_ruleset` installs the byte-exact encoding modifiers (`encodings.register_modifiers`) in
+pySigma before it parses; importing this module changes nothing in pySigma.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from sigma.filters import SigmaFilter
 from sigma.processing.pipeline import ProcessingPipeline
 from sigma.rule import SigmaRule
 
-from detectors import encodings
 from detectors.compiler import Placeholders, compile_rule
 from detectors.correlation import CorrelationSpec, correlation_spec
+from detectors.encodings import register_modifiers
 from detectors.errors import RuleCompileError
 from detectors.ir import CompiledRule
 from detectors.regex_safety import RegexWarning, regex_warnings
@@ -32,8 +35,6 @@ try:  # libyaml is ~10x faster on 3,700 files; fall back to the pure-Python load
     from yaml import CSafeLoader as _YamlLoader
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml import SafeLoader as _YamlLoader  # type: ignore[assignment]
-
-encodings.register()
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,8 @@ class RuleSource:
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
+    """A rule (or file) that was not loaded: where it was, what it was, and why not."""
+
     path: str
     id: str | None
     title: str | None
@@ -87,6 +90,7 @@ def load_ruleset(
     placeholders: Placeholders | None = None,
 ) -> Ruleset:
     """Parse, filter, resolve and compile rule sources. Collects errors instead of raising."""
+    register_modifiers()  # before the first parse: pySigma resolves `|wide`, `|base64`... while parsing
     sources = list(sources)
     ruleset = Ruleset(version=ruleset_version(sources))
     parsed: list[SigmaRule | SigmaCorrelationRule | SigmaFilter] = []
@@ -184,9 +188,9 @@ def _parse_source(
             rejections.append(Rejection(source.path, str(item.id) if item.id else None, str(item.title), reasons))
         else:
             good.append(item)
-    for error in collection.errors:
-        if not any(error in item.errors for item in [*collection.rules, *collection.filters]):
-            rejections.append(Rejection(source.path, None, None, _one_line(error)))
+    for problem in collection.errors:
+        if not any(problem in item.errors for item in [*collection.rules, *collection.filters]):
+            rejections.append(Rejection(source.path, None, None, _one_line(problem)))
     return good
 
 

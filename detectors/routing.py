@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -307,7 +307,7 @@ def _parse_category(v: _Validator, key: str, name: Any, raw: Any) -> _Category:
             field = v.text(field, field_key)
             listed = values if isinstance(values, list) else [values]
             allowed = set()
-            for j, value in enumerate(v.sequence(listed, field_key)):
+            for value in v.sequence(listed, field_key):
                 normalised = _norm(value)
                 if normalised is None or isinstance(value, bool):
                     v.fail(field_key, f"value {value!r} is not a string or integer")
@@ -327,7 +327,7 @@ class _Validator:
     def __init__(self, source: str) -> None:
         self.source = source
 
-    def fail(self, key: str, problem: str) -> None:
+    def fail(self, key: str, problem: str) -> NoReturn:
         raise MappingError(f"logsource mapping key {key!r}: {problem}", SourceLocation(path=self.source))
 
     def mapping(self, value: Any, key: str) -> Mapping[Any, Any]:

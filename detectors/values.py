@@ -7,8 +7,8 @@ full evaluator accepts is always found by the index: soundness depends on sharin
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 Number = int | float
 

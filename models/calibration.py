@@ -13,7 +13,8 @@ can decide which rows to learn (`raw < cutoff`) without calibrating them first.
 from __future__ import annotations
 
 import math
-from typing import Self
+from collections.abc import Mapping
+from typing import Any, Self
 
 import numpy as np
 
@@ -136,16 +137,35 @@ class QuantileCalibrator:
             self._steps = values, raws
         return self._steps
 
-    def __getstate__(self) -> tuple[int, np.ndarray | None, np.ndarray]:
-        # The cutoff lookup is derived; only the filled part of `latest` carries information.
-        return self.window, self._reference, self._latest[:self._filled].copy()
+    # ------------------------------------------------------------------ state
 
-    def __setstate__(self, state: tuple[int, np.ndarray | None, np.ndarray]) -> None:
-        window, reference, latest = state
-        self.__init__(window)  # type: ignore[misc]
-        self._reference = reference
-        self._latest[:len(latest)] = latest
-        self._filled = len(latest)
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data (see models/serialization.py): the window, the reference and the filled
+        part of `latest`; the cutoff lookup is derived, rebuilt on demand."""
+        return {"window": self.window, "reference": self._reference, "latest": self._latest[:self._filled].copy()}
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> Self:
+        """The calibrator `state_dict` describes.
+
+        >>> cal = QuantileCalibrator(window=4)
+        >>> cal.learn_many(np.array([3.0, 1.0, 2.0, 4.0, 9.0]))
+        >>> back = QuantileCalibrator.from_state_dict(cal.state_dict())
+        >>> back.calibrate(2.5), back.remaining()
+        (0.5, 3)
+        """
+        calibrator = cls(int(state["window"]))
+        reference, latest = state["reference"], np.asarray(state["latest"], dtype=np.float64)
+        if len(latest) >= calibrator.window or (reference is not None and len(reference) != calibrator.window):
+            raise ValueError(f"calibrator state does not fit its window of {calibrator.window}")
+        calibrator._reference = None if reference is None else np.array(reference, dtype=np.float64)
+        calibrator._latest[:len(latest)] = latest
+        calibrator._filled = len(latest)
+        return calibrator
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickling goes through the state dict: one description of the state, not two.
+        return type(self).from_state_dict, (self.state_dict(),)
 
     def __repr__(self) -> str:
         return f"QuantileCalibrator(window={self.window}, warm={self.warm}, remaining={self.remaining()})"

@@ -148,7 +148,7 @@ class EntityMapping:
         if found is None:
             found = self.defaults
             logsources = self._routing.route(event).logsources
-            for rule, merged in zip(self.rules, self._merged):
+            for rule, merged in zip(self.rules, self._merged, strict=True):
                 if any(rule.logsource.covers(logsource) for logsource in logsources):
                     found = merged
                     break

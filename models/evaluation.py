@@ -1,8 +1,11 @@
 """Offline evaluation of an anomaly model: ranking quality, cost, and a batch baseline.
 
-No file I/O: callers hand in scored rows (one per entity of an event, produced by the cluster's
-own scoring code) and get an `Evaluation` back. `cluster/cli_models.py` drives it from files or
-the generator; `cluster/model_report.py` turns it into markdown and plots.
+No file I/O. `evaluate(events, labels, model=..., matched=...)` scores events with the workers'
+own EntityScorer, in batches as a worker scores them, and returns an `Evaluation`;
+`evaluate_rows` computes the same numbers from rows scored elsewhere, and `evaluate_shuttle` runs
+an estimator on River's Shuttle benchmark. `sigmaray models eval` (cluster/cli/models.py) only
+reads files, matches the Sigma rules and prints; `models/report.py` turns an Evaluation into
+markdown and plots.
 
 Definitions, so the numbers mean the same everywhere:
 - Event level. An event's score is the max of its entities' calibrated scores (an event with no
@@ -11,7 +14,7 @@ Definitions, so the numbers mean the same everywhere:
 - precision@k for k = 10, 100 and 1% of the labeled events (at least 1).
 - Latency: time.perf_counter around each scorer call, divided by the events of that call (the
   workers score a batch at a time, so this is the amortized cost per event); p50/p99 over events.
-- Memory: the pickled size of the scorer's state, which is exactly what a checkpoint stores
+- Memory: the size of the scorer's serialized state dict, which is what a checkpoint stores
   (tracemalloc would slow the scorer down and distort the latency measured in the same run).
 - Baseline: scikit-learn's IsolationForest, fitted in batch on the same feature rows with a
   fixed random_state and scored on them; event score = max over its rows, like ours. It sees
@@ -24,14 +27,17 @@ from __future__ import annotations
 import math
 import pickle
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from detectors.errors import ConfigError
-from models import metrics
+from models import metrics, serialization
+
+if TYPE_CHECKING:
+    from models.scorer import ScorerConfig
 
 TOP_KS: tuple[int, ...] = (10, 100)
 BASELINE_NAME = "IsolationForest"
@@ -104,6 +110,25 @@ class EvaluationData:
 
 
 @dataclass(slots=True)
+class ScoringRun:
+    """How `evaluate` scored the events: the settings it ran with and what happened on the way."""
+
+    model: str  # the spec, as named ("hst(n_trees=25)")
+    model_label: str  # the spec and its version in the scorer ("hst@1")
+    seed: int
+    threshold: float  # calibrated score at which an entity is anomalous
+    calibration_window: int
+    batch_size: int  # events per scorer call, as in a worker
+    features: tuple[str, ...]
+    events: int = 0
+    matched: int = 0  # events a Sigma rule matched: scored, never learned
+    anomalies: int = 0  # anomaly detections the cluster would emit (alerts, after the cooldown)
+    unlabeled: int = 0  # events without a label: scored, left out of the metrics
+    label_field_seen: bool = False  # some event carried `label_field`
+    seconds: float = 0.0
+
+
+@dataclass(slots=True)
 class Evaluation:
     events: int
     labeled: int
@@ -125,6 +150,7 @@ class Evaluation:
     state_measure: str
     notes: list[str] = field(default_factory=list)
     data: EvaluationData | None = field(default=None, repr=False)
+    run: ScoringRun | None = field(default=None, repr=False)  # how `evaluate` scored (None from evaluate_rows)
 
     @property
     def prevalence(self) -> float | None:
@@ -133,6 +159,7 @@ class Evaluation:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("data")
+        out.pop("run")
         out["prevalence"] = self.prevalence
         return out
 
@@ -143,7 +170,7 @@ def evaluate_rows(
     events: int | None = None,
     timings: Sequence[Timing] = (),
     state_bytes: int | None = None,
-    state_measure: str = "pickled size of the scorer state",
+    state_measure: str = "size of the scorer's serialized state dict",
     threshold: float | None = None,
     baseline: bool = True,
     seed: int = 0,
@@ -309,7 +336,7 @@ class RecordingScorer:
         started = time.perf_counter()
         results = self.scorer.score_batch(events, times_ms, matched)
         self.timings.append(Timing(len(events), time.perf_counter() - started))
-        for offset, (scored, label) in enumerate(zip(results, self._pending)):
+        for offset, (scored, label) in enumerate(zip(results, self._pending, strict=True)):
             index = self.events + offset
             value, attack = label if label is not None else (None, None)
             if not scored.entities:
@@ -320,14 +347,222 @@ class RecordingScorer:
         self.events += len(events)
         self._pending = []
         if self.events >= self._next_sample:
-            # Sampled, not per batch: pickling the whole state every batch would dominate the run.
+            # Sampled, not per batch: serializing the whole state every batch would dominate the run.
             self.measure_state()
             self._next_sample = self.events + self._sample_every
         return results
 
     def measure_state(self) -> int:
-        self.state_bytes = max(self.state_bytes, len(pickle.dumps(self.scorer, protocol=pickle.HIGHEST_PROTOCOL)))
+        """The state's size as a checkpoint stores it (the serialized state dict); a scorer
+        without `state_dict` is measured pickled."""
+        state_dict = getattr(self.scorer, "state_dict", None)
+        size = (len(serialization.dumps(state_dict())) if state_dict is not None
+                else len(pickle.dumps(self.scorer, protocol=pickle.HIGHEST_PROTOCOL)))
+        self.state_bytes = max(self.state_bytes, size)
         return self.state_bytes
+
+
+# ---------------------------------------------------------------- evaluate: events in, numbers out
+
+
+LabelValue = bool | int | str | None  # True/1 attack, False/0 benign, "name" an attack so named, None unlabeled
+Matcher = Callable[[Mapping[str, Any]], bool]
+TimeOf = Callable[[Mapping[str, Any]], int | None]
+
+
+def evaluate(
+    events: Iterable[Mapping[str, Any]],
+    labels: Iterable[LabelValue] | Mapping[str, LabelValue] | None = None,
+    *,
+    model: str | None = None,
+    seed: int | None = None,
+    matched: Iterable[bool] | Matcher | None = None,
+    times: Iterable[int | None] | TimeOf | None = None,
+    config: ScorerConfig | None = None,
+    label_field: str | None = None,
+    id_field: str = "sigmaray_event_id",
+    unlabeled_as_benign: bool = False,
+    batch_size: int = 500,
+    baseline: bool = True,
+) -> Evaluation:
+    """Scores `events` in order with a fresh EntityScorer, as a worker does (batches of
+    `batch_size`, each event scored before it is learned), and measures the ranking against the
+    labels, the cost, and an IsolationForest baseline on the same feature rows.
+
+    events: dicts (flattened Windows events, say), in stream order. Any argument given per event
+    (labels, matched, times) may be a list or an iterator: all are consumed in step, so a stream
+    of millions need not sit in memory.
+    labels: one per event (True/1 attack, False/0 benign, a string naming the attack, None
+    unlabeled), or a mapping from the event's `id_field` value to one. Events the mapping lacks
+    are unlabeled, or benign with `unlabeled_as_benign`. Unlabeled events are scored (they shape
+    the model) but left out of the metrics. Without labels: the event field `label_field`
+    marks attacks (present and not null/false/0/"" is an attack, its value names it; absent is
+    benign; no event with the field: no labels at all), else there are no labels and only score
+    statistics are reported. `label_field` is removed from every event before anything reads
+    it, so the label cannot leak into the features.
+    model, seed: the registered spec (`models.registry`) and its seed; they override `config`
+    (a ScorerConfig: threshold, calibration window, entity fields, ...; the defaults otherwise).
+    matched: which events a Sigma rule matched, one bool per event, or a function of the event.
+    The scorer scores those but never learns them, as in the cluster. `models` knows no Sigma:
+    the caller brings the matcher (`sigmaray models eval` brings the cluster's rules).
+    times: each event's time in ms, or a function of the event; by default the first time field
+    that reads as a time (models.eventtime.event_time_ms).
+
+    The result's `run` says how it was scored (model version, features, events matched,
+    anomaly detections the cluster would emit, unlabeled events). See models/__init__.py for an
+    example.
+    """
+    from models.eventtime import event_time_ms
+    from models.registry import get_model
+    from models.scorer import EntityScorer, ScorerConfig, warm_up
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    settings = config if config is not None else ScorerConfig()
+    if model is not None:
+        settings = replace(settings, model=model)
+    if seed is not None:
+        settings = replace(settings, seed=seed)
+    get_model(settings.model)  # an unknown model or parameter: a clear ConfigError before any work
+    started = time.perf_counter()
+    warm_up(settings)  # as a worker does at start: latency figures are the steady state's
+    recorder = RecordingScorer(EntityScorer(settings))
+    run = ScoringRun(settings.model, recorder.scorer.model_label, settings.seed, settings.threshold,
+                     settings.calibration_window, batch_size, recorder.scorer.names)
+    labeler = _Labeler(labels, label_field, id_field, unlabeled_as_benign, run)
+    match_of = _InStep(matched, "matched", lambda event: False)
+    time_of = _InStep(times, "times", event_time_ms)
+    batch: list[Mapping[str, Any]] = []
+    batch_labels: list[Label | None] = []
+    batch_times: list[int | None] = []
+    batch_matched: list[bool] = []
+
+    def flush() -> None:
+        recorder.expect(batch_labels)
+        scored = recorder.score_batch(batch, batch_times, batch_matched)
+        run.anomalies += sum(len(event.alerts()) for event in scored)
+        for part in (batch, batch_labels, batch_times, batch_matched):
+            part.clear()
+
+    for event in events:
+        label, event = labeler(event)
+        batch.append(event)
+        batch_labels.append(label)
+        batch_times.append(time_of(event))
+        flag = bool(match_of(event))
+        batch_matched.append(flag)
+        run.matched += flag
+        if len(batch) >= batch_size:
+            flush()
+    if batch:
+        flush()
+    match_of.finish(recorder.events)
+    time_of.finish(recorder.events)
+    labeler.finish(recorder.events)
+    recorder.measure_state()
+    rows: list[ScoredRow] = recorder.rows
+    if labeler.none_at_all():  # no labels at all: say so, not "all benign"
+        rows = [replace(row, label=None, attack=None) for row in rows]
+    evaluation = evaluate_rows(rows, events=recorder.events, timings=recorder.timings, state_bytes=recorder.state_bytes,
+                               state_measure="size of the EntityScorer's serialized state dict (what a checkpoint "
+                               "stores), max of samples every 10,000 events and at the end",
+                               threshold=settings.threshold, baseline=baseline, seed=settings.seed)
+    run.events = recorder.events
+    if run.unlabeled:
+        evaluation.notes.append(f"{run.unlabeled} events had no label and are left out of the metrics")
+    run.seconds = time.perf_counter() - started
+    evaluation.run = run
+    return evaluation
+
+
+class _InStep:
+    """A per-event argument: a function of the event, or an iterable consumed one item per event."""
+
+    def __init__(self, given: Any, name: str, default: Callable[[Mapping[str, Any]], Any]) -> None:
+        self.name = name
+        self._items: Iterator[Any] | None = None
+        if given is None:
+            self._function = default
+        elif callable(given):
+            self._function = given
+        else:
+            self._items = iter(given)
+            self._function = self._next
+
+    def __call__(self, event: Mapping[str, Any]) -> Any:
+        return self._function(event)
+
+    def _next(self, event: Mapping[str, Any]) -> Any:
+        assert self._items is not None
+        try:
+            return next(self._items)
+        except StopIteration:
+            raise ValueError(f"{self.name} ran out before the events did: one item per event") from None
+
+    def finish(self, events: int) -> None:
+        if self._items is not None and next(self._items, _END) is not _END:
+            raise ValueError(f"{self.name} has more items than the {events} events: one item per event")
+
+
+_END = object()
+
+
+class _Labeler:
+    """Each event's label (see `evaluate`), and the event without `label_field`."""
+
+    def __init__(self, labels: Any, label_field: str | None, id_field: str, unlabeled_as_benign: bool,
+                 run: ScoringRun) -> None:
+        self.field = label_field
+        self.id_field = id_field
+        self.unlabeled_as_benign = unlabeled_as_benign
+        self.run = run
+        self.mapping: Mapping[str, LabelValue] | None = labels if isinstance(labels, Mapping) else None
+        self.given = labels is not None
+        self.in_step = _InStep(labels, "labels", lambda event: None) if self.given and self.mapping is None else None
+
+    def __call__(self, event: Mapping[str, Any]) -> tuple[Label | None, Mapping[str, Any]]:
+        from_field: Any = None
+        if self.field is not None and self.field in event:
+            from_field = event[self.field]
+            event = {key: value for key, value in event.items() if key != self.field}  # never reaches the features
+            self.run.label_field_seen = True
+        if self.in_step is not None:
+            label = _label(self.in_step(event))
+        elif self.mapping is not None:
+            key = event.get(self.id_field)
+            value = self.mapping.get(str(key)) if key is not None else None
+            label = _label(value) if value is not None else ((0, None) if self.unlabeled_as_benign else None)
+        elif self.field is not None:
+            # Absent is benign (and every label is dropped at the end if no event has the field).
+            return _field_label(from_field), event
+        else:
+            return None, event
+        if label is None:
+            self.run.unlabeled += 1
+        return label, event
+
+    def none_at_all(self) -> bool:
+        return not self.given and not self.run.label_field_seen
+
+    def finish(self, events: int) -> None:
+        if self.in_step is not None:
+            self.in_step.finish(events)
+
+
+def _label(value: Any) -> Label | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (1, value) if value else (0, None)
+    if isinstance(value, (bool, int, np.bool_, np.integer)) and int(value) in (0, 1):
+        return (int(value), None)
+    raise ValueError(f"label {value!r}: expected True/False, 1/0, an attack's name or None (unlabeled)")
+
+
+def _field_label(value: Any) -> Label:
+    if value in (None, False, 0, "", "0", "false", "False"):
+        return (0, None)
+    return (1, value if isinstance(value, str) else str(value))
 
 
 # ---------------------------------------------------------------- Shuttle
@@ -367,9 +602,9 @@ def evaluate_shuttle(model_name: str, limit: int | None = None, seed: int = 0, b
         done += len(raw)
     flat = np.concatenate(scores) if scores else np.zeros(0)
     rows = [ScoredRow(i, y[i], float(flat[i]), tuple(X[i].tolist())) for i in range(len(X))]
-    state = len(pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL))
+    state = len(serialization.dumps(estimator.state_dict()))
     return evaluate_rows(rows, events=len(rows), timings=timings, state_bytes=state,
-                         state_measure="pickled size of the estimator", baseline=baseline, seed=seed)
+                         state_measure="size of the estimator's serialized state dict", baseline=baseline, seed=seed)
 
 
 def _build_scaled(spec: Any, names: tuple[str, ...], seed: int) -> Any:

@@ -19,7 +19,7 @@ import math
 import numbers
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 TIME_FIELDS: tuple[str, ...] = ("TimeCreated_SystemTime", "UtcTime", "@timestamp", "timestamp")
 MIN_TIME_MS: int = 0  # 1970-01-01
@@ -40,8 +40,9 @@ def sane_time_ms(value: Any) -> int | None:
     # int first (the common case, and numbers.Real is a slow check); numbers.Real takes numpy's
     if value.__class__ is not int and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
         return None
+    number = cast(float, value)  # an int or a real number type (numpy's included), checked above
     # NaN fails both comparisons, so it is None too
-    return int(value) if MIN_TIME_MS <= value <= MAX_TIME_MS else None
+    return int(number) if MIN_TIME_MS <= number <= MAX_TIME_MS else None
 
 
 def parse_time_ms(value: Any) -> int | None:

@@ -1,6 +1,7 @@
 """The anomaly models a cluster can run, by name (`sigmaray models list`, `models.model: hst`).
 
-A spec is picklable (module-level factories, plain dict params): scorer checkpoints hold it.
+A scorer's state names its spec (`hst(n_trees=25)`), never holds it; an estimator's state names
+its class, which must be one of ESTIMATORS to be restored.
 
 >>> [spec.name for spec in list_models()]
 ['hst', 'loda', 'sad-rate']
@@ -25,7 +26,7 @@ detectors.errors.ConfigError: model 'hst(depth=3)': unknown parameter 'depth' (h
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -35,7 +36,7 @@ from models.estimators.hst import HalfSpaceTrees
 from models.estimators.loda import LODA
 from models.estimators.sad import StandardAbsoluteDeviation
 
-__all__ = ["MODELS", "ModelSpec", "get_model", "list_models"]
+__all__ = ["ESTIMATORS", "MODELS", "ModelSpec", "estimator_from_state_dict", "get_model", "list_models"]
 
 Kind = Literal["shared", "univariate"]
 
@@ -79,6 +80,19 @@ MODELS: dict[str, ModelSpec] = {
                   _sad, {"feature": "rate_1m"}),
     )
 }
+
+
+# The classes a state dict may name: restoring never imports what a file says.
+ESTIMATORS: dict[str, type[Estimator]] = {cls.__name__: cls for cls in (HalfSpaceTrees, LODA, StandardAbsoluteDeviation)}
+
+
+def estimator_from_state_dict(state: Mapping[str, Any]) -> Estimator:
+    """The estimator a state dict describes (its `"estimator"` key names the class)."""
+    name = state.get("estimator")
+    cls = ESTIMATORS.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(f"unknown estimator {name!r} in the state (known: {', '.join(sorted(ESTIMATORS))})")
+    return cls.from_state_dict(state)
 
 
 _CALL = re.compile(r"^\s*([\w.-]+)\s*(?:\((.*)\))?\s*$", re.S)

@@ -9,6 +9,11 @@ learns the attacks it alerts on soon stops alerting on them.
 Scores do not depend on how the stream is cut into batches (estimators and the calibrator swap
 their reference windows at exact row counts; see models/estimators/base.py), so a replay, a
 restored checkpoint and the live run give the same scores.
+
+A checkpoint holds `EntityScorer.state_dict()`: plain data (models/serialization.py) with a
+`"version"` (models/migrations.py), never the scorer object itself. `from_state_dict(config,
+state)` restores it: the state brings what was learned and which model versions run (active and
+shadow, as promoted); the config brings the rest (threshold, entity fields, cooldown, caps).
 """
 
 from __future__ import annotations
@@ -21,13 +26,15 @@ import numpy as np
 
 from detectors.errors import ConfigError
 from models.calibration import QuantileCalibrator
+from detectors.routing import LogsourceMapping
 from models.entities import DEFAULT_ENTITY_FIELDS, Entity, EntityMapping, EntityRule, extract_entities
 from models.estimators.base import Estimator
 from models.estimators.sad import sad_score_learn_slots
 from models.eventtime import MAX_TIME_MS, MIN_TIME_MS, sane_time_ms
 from models.features import DEFAULT_FEATURES, Feature, feature_names
 from models.features.categories import CATEGORY_INDEX, event_category
-from models.registry import get_model
+from models.migrations import STATE_VERSION, upgrade
+from models.registry import estimator_from_state_dict, get_model
 from models.state import EntityTable
 
 
@@ -41,6 +48,7 @@ class ScorerConfig:
     ttl_ms: int = 7 * 24 * 3600 * 1000
     entity_fields: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_ENTITY_FIELDS))
     entity_rules: tuple[EntityRule, ...] = ()  # per Sigma logsource, over entity_fields
+    logsource_mapping: str = ""  # the engine's logsource mapping YAML, for entity_rules; "" = built-in Windows
     explain_top: int = 3
     # An entity that stays anomalous raises one anomaly detection per cooldown (event time), not
     # one per event: the correlator dedups further, but a burst should not flood the topic.
@@ -61,7 +69,7 @@ class EntityScore:
 
     @property
     def features(self) -> dict[str, float]:
-        return dict(zip(self.names, self.vector))
+        return dict(zip(self.names, self.vector, strict=True))
 
 
 class BatchScores(Sequence["EventScores"]):
@@ -152,6 +160,22 @@ class _TypeModel:
         self._sum_sq = np.zeros(names)
         self._n = 0
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"estimator": self.estimator.state_dict(), "calibrator": self.calibrator.state_dict(),
+                "mean": self.mean.copy(), "std": self.std.copy(), "sum": self._sum.copy(), "sum_sq": self._sum_sq.copy(),
+                "n": self._n}
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> _TypeModel:
+        model = cls.__new__(cls)
+        model.estimator = estimator_from_state_dict(state["estimator"])
+        model.calibrator = QuantileCalibrator.from_state_dict(state["calibrator"])
+        width = len(model.estimator.feature_names)
+        model.mean, model.std, model._sum, model._sum_sq = (np.array(state[k], dtype=np.float64).reshape(width)
+                                                            for k in ("mean", "std", "sum", "sum_sq"))
+        model._n = int(state["n"])
+        return model
+
 
 class ModelSlot:
     """A model version: the spec it was built from and its per-entity-type state."""
@@ -181,6 +205,22 @@ class ModelSlot:
             self.types[entity_type] = model
         return model
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"spec": self.spec_name, "model_version": self.version, "seed": self.seed,
+                "calibration_window": self.calibration_window,
+                "types": {entity_type: model.state_dict() for entity_type, model in self.types.items()}}
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any], names: tuple[str, ...]) -> ModelSlot:
+        slot = cls(state["spec"], int(state["model_version"]), int(state["seed"]), int(state["calibration_window"]), names)
+        for entity_type, model in state["types"].items():
+            restored = _TypeModel.from_state_dict(model)
+            if restored.estimator.feature_names != names:
+                raise ValueError(f"model {slot.label} for {entity_type} reads features "
+                                 f"{', '.join(restored.estimator.feature_names)}, the scorer has {', '.join(names)}")
+            slot.types[entity_type] = restored
+        return slot
+
 
 @dataclass(slots=True)
 class Rows:
@@ -196,13 +236,36 @@ class Rows:
 
 
 class EntityScorer:
-    """Scores every entity of every event, then learns; see the module docstring."""
+    """Scores every entity of every event, then learns; see the module docstring.
+
+    Examples
+    --------
+
+    >>> from models.datasets.generator import generate
+    >>> from models.eventtime import event_time_ms
+    >>> events = list(generate(300, seed=1, attack_share=0.0))
+    >>> times = [event_time_ms(e) for e in events]
+    >>> config = ScorerConfig(model="hst", calibration_window=50)
+    >>> scorer = EntityScorer(config)
+    >>> _ = scorer.score_batch(events[:200], times[:200], [False] * 200)
+
+    A checkpoint is the state dict; restoring it and going on gives the uninterrupted scores:
+
+    >>> state = scorer.state_dict()
+    >>> state["version"], sorted(state["active"]["types"])
+    (2, ['dst_ip', 'host', 'process', 'src_ip', 'user'])
+    >>> restored = EntityScorer.from_state_dict(config, state)
+    >>> tail = [r.as_dict() for r in restored.score_batch(events[200:], times[200:], [False] * 100)]
+    >>> tail == [r.as_dict() for r in scorer.score_batch(events[200:], times[200:], [False] * 100)]
+    True
+    """
 
     def __init__(self, config: ScorerConfig | None = None, features: tuple[Feature, ...] = DEFAULT_FEATURES) -> None:
         self.config = config or ScorerConfig()
         self.features = features
         self.names = feature_names(features)
-        self.entity_mapping = EntityMapping(self.config.entity_fields, self.config.entity_rules)
+        routing = LogsourceMapping.from_yaml(self.config.logsource_mapping) if self.config.logsource_mapping else None
+        self.entity_mapping = EntityMapping(self.config.entity_fields, self.config.entity_rules, routing)
         self.types = self.entity_mapping.types
         self._type_index = {name: i for i, name in enumerate(self.types)}
         self.table = EntityTable(self.config.max_entities, self.config.ttl_ms)
@@ -248,6 +311,81 @@ class EntityScorer:
     def rollback(self) -> str:
         return self.promote()
 
+    # ---------------------------------------------------------------- state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the scorer has learned, as plain data (models/serialization.py), with the
+        layout's `"version"` (models/migrations.py).
+
+        The per-entity arrays are views of the scorer's own (a checkpoint of 200,000 entities
+        should not be copied once more before it is written): serialize the dict before the
+        scorer scores again, or deep-copy it to keep it.
+        """
+        size = self.table.size
+        return {
+            "version": STATE_VERSION,
+            "features": [{"name": f.name, "outputs": list(f.outputs), "state": state[:size], "world": world}
+                         for f, state, world in zip(self.features, self.states, self.worlds, strict=True)],
+            "table": self.table.state_dict(),
+            "model_states": {label: array[:size] for label, array in self.model_states.items()},
+            "active": self.active.state_dict(),
+            "shadow": self.shadow.state_dict() if self.shadow is not None else None,
+            "last_alert_ms": dict(self.last_alert_ms),
+            "last_time_ms": self.last_time_ms,
+            "events_seen": self.events_seen,
+            "skipped_no_time": self.skipped_no_time,
+            "feature_errors": dict(self.feature_errors),
+            "last_feature_error": self.last_feature_error,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Replaces what this scorer has learned with `state` (copied: the two never share
+        memory). An older layout is migrated; one this version does not know is refused
+        (models.migrations.UnsupportedStateVersion), as is a state of other features."""
+        state = upgrade(dict(state))
+        saved = [(f["name"], tuple(f["outputs"])) for f in state["features"]]
+        ours = [(f.name, f.outputs) for f in self.features]
+        if saved != ours:
+            raise ValueError(f"the state was learned with features {', '.join(n for n, _ in saved)}; this scorer "
+                             f"computes {', '.join(n for n, _ in ours)}: a state only fits the features it was built with")
+        table = EntityTable(self.config.max_entities, self.config.ttl_ms)
+        table.load_state_dict(state["table"])
+        states, worlds = [], []
+        for feature, saved_feature in zip(self.features, state["features"], strict=True):
+            array = np.array(saved_feature["state"], dtype=feature.state_dtype)
+            world = np.array(saved_feature["world"], dtype=feature.world_dtype)
+            if array.shape != (table.size, feature.state) or world.shape != tuple(feature.world):
+                raise ValueError(f"feature {feature.name}: state of shape {array.shape} and {world.shape} "
+                                 f"for {table.size} entity slots")
+            states.append(array)
+            worlds.append(world)
+        model_states = {label: np.array(array, dtype=np.float64) for label, array in state["model_states"].items()}
+        if any(array.shape != (table.size, 3) for array in model_states.values()):
+            raise ValueError(f"per-entity model state not of shape ({table.size}, 3)")
+        active = ModelSlot.from_state_dict(state["active"], self.names)
+        shadow = ModelSlot.from_state_dict(state["shadow"], self.names) if state["shadow"] is not None else None
+        # All checked: only now does the scorer change (a refused state leaves it as it was).
+        self.table, self.states, self.worlds, self.model_states = table, states, worlds, model_states
+        self.active, self.shadow = active, shadow
+        self.last_alert_ms = {str(k): int(v) for k, v in state["last_alert_ms"].items()}
+        self.last_time_ms = int(state["last_time_ms"])
+        self.events_seen = int(state["events_seen"])
+        self.skipped_no_time = int(state["skipped_no_time"])
+        self.feature_errors = {str(k): int(v) for k, v in state["feature_errors"].items()}
+        self.last_feature_error = str(state["last_feature_error"])
+
+    @classmethod
+    def from_state_dict(cls, config: ScorerConfig | None, state: Mapping[str, Any],
+                        features: tuple[Feature, ...] = DEFAULT_FEATURES) -> EntityScorer:
+        """A scorer with `config` and `features` that has learned what `state` holds."""
+        scorer = cls(config, features)
+        scorer.load_state_dict(state)
+        return scorer
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickling goes through the state dict too: one description of the state, not two.
+        return _unpickle, (type(self), self.config, self.features, self.state_dict())
+
     # ---------------------------------------------------------------- features
 
     def features_of(self, events: Sequence[Mapping[str, Any]], times_ms: Sequence[int | None]) -> Rows:
@@ -255,11 +393,14 @@ class EntityScorer:
 
         Plain Python once per event (entities, category, each feature's `extract`), then each
         feature's compiled kernel once over all the batch's entity rows."""
+        if len(events) != len(times_ms):  # checked first: a mismatch found mid-batch would leave half a batch learned
+            raise ValueError(f"{len(events)} events but {len(times_ms)} times")
         table = self.table
         touch = table.touch
         fields_for = self.entity_mapping.fields_for
         type_index = self._type_index
-        extracts = [(f, [], (0.0,) * f.inputs) for f in self.features if f.extract is not None]
+        extracts: list[tuple[Feature, list[tuple[float, ...]], tuple[float, ...]]] = [
+            (f, [], (0.0,) * f.inputs) for f in self.features if f.extract is not None]
         offsets = [0]
         entities: list[Entity] = []
         slots: list[int] = []
@@ -268,7 +409,7 @@ class EntityScorer:
         rows_type: list[int] = []
         categories: list[int] = []
         times: list[int] = []
-        for index, (event, time_ms) in enumerate(zip(events, times_ms)):
+        for index, (event, time_ms) in enumerate(zip(events, times_ms, strict=False)):  # lengths checked above
             if time_ms is not None and (time_ms.__class__ is not int or not MIN_TIME_MS <= time_ms <= MAX_TIME_MS):
                 # A time outside 1970..2500 (or not an integer) is no time: it would overflow the
                 # int64 arrays below, or move the stream's clock (and every TTL) to year 99999.
@@ -299,7 +440,7 @@ class EntityScorer:
                         if len(got) != feature.inputs:
                             raise ValueError(f"returned {len(got)} values, declares {feature.inputs}")
                     except Exception as error:  # a feature's bug skips its inputs (counted), not the batch
-                        errors = self.__dict__.setdefault("feature_errors", {})  # (older checkpoints lack it)
+                        errors = self.feature_errors
                         errors[feature.name] = errors.get(feature.name, 0) + 1
                         self.last_feature_error = f"{feature.name}: {type(error).__name__}: {error}"
                         got = nothing
@@ -310,7 +451,7 @@ class EntityScorer:
             offsets.append(len(entities))
         self.events_seen += len(times)
         slot = np.asarray(slots, dtype=np.int64)
-        event = np.asarray(rows_event, dtype=np.int64)
+        event_of_row = np.asarray(rows_event, dtype=np.int64)
         X = np.zeros((len(slots), len(self.names)))
         if slots:
             self._grow(table.size)
@@ -324,14 +465,14 @@ class EntityScorer:
             inputs = iter([np.asarray(values, dtype=np.float64) for _, values, _ in extracts])
             no_inputs = np.zeros((len(times), 0))
             column = 0
-            for feature, state, world in zip(self.features, self.states, self.worlds):
+            for feature, state, world in zip(self.features, self.states, self.worlds, strict=True):
                 width = len(feature.outputs)
-                feature.kernel(slot, event, first_arr, time_arr, category_arr,
+                feature.kernel(slot, event_of_row, first_arr, time_arr, category_arr,
                                next(inputs) if feature.extract is not None else no_inputs, state, world,
                                X[:, column:column + width])
                 column += width
         table.end_batch()
-        return Rows(offsets, entities, slot, event, np.asarray(rows_type, dtype=np.int64), X, times)
+        return Rows(offsets, entities, slot, event_of_row, np.asarray(rows_type, dtype=np.int64), X, times)
 
     def _grow(self, size: int) -> None:
         """State arrays with at least `size` rows."""
@@ -344,6 +485,8 @@ class EntityScorer:
     def score_batch(
         self, events: Sequence[Mapping[str, Any]], times_ms: Sequence[int | None], matched: Sequence[bool]
     ) -> BatchScores:
+        if len(matched) != len(events):
+            raise ValueError(f"{len(events)} events but {len(matched)} matched flags")
         rows = self.features_of(events, times_ms)
         n = len(rows.entities)
         scores = np.zeros(n)
@@ -450,6 +593,11 @@ class EntityScorer:
         return tuple(f"{self.names[i]}={vector[i]:.2f} (usually {model.mean[i]:.2f}"
                      + (f" ± {model.std[i]:.2f})" if model.std[i] >= 0.005 else ")")
                      for i in top if abs(z[i]) >= 1.0)
+
+
+def _unpickle(cls: type[EntityScorer], config: ScorerConfig, features: tuple[Feature, ...],
+              state: Mapping[str, Any]) -> EntityScorer:
+    return cls.from_state_dict(config, state, features)
 
 
 def _grown(array: np.ndarray, size: int, ceiling: int) -> np.ndarray:

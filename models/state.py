@@ -13,7 +13,11 @@ entity's earlier rows in this batch still read its state.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 
 @dataclass(slots=True)
@@ -98,3 +102,36 @@ class EntityTable:
             del slots[key]
             self._released.append(oldest)
             self.stats.expired += 1
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data: the entities, least recently seen first, with their slots; each slot's
+        latest event time; the free slots. The cap and the TTL are configuration, not state.
+
+        >>> table = EntityTable(max_entities=2)
+        >>> for key, ms in (("host:a", 1), ("host:b", 2), ("host:a", 3), ("host:c", 4)):
+        ...     _ = table.touch(key, ms)
+        >>> table.end_batch()
+        >>> back = EntityTable(max_entities=2)
+        >>> back.load_state_dict(table.state_dict())
+        >>> list(back._slots.items()), back.stats
+        ([('host:a', 0), ('host:c', 2)], EvictionStats(expired=0, capped=1))
+        """
+        return {
+            "keys": list(self._slots),
+            "slots": np.fromiter(self._slots.values(), dtype=np.int64, count=len(self._slots)),
+            "last_ms": np.asarray(self._last_ms, dtype=np.int64),
+            "free": list(self._free), "released": list(self._released), "fresh": list(self.fresh),
+            "expired": self.stats.expired, "capped": self.stats.capped,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        keys, slots = state["keys"], np.asarray(state["slots"]).tolist()
+        last_ms = np.asarray(state["last_ms"]).tolist()
+        if len(keys) != len(slots) or any(not 0 <= slot < len(last_ms) for slot in slots):
+            raise ValueError("entity table state: keys, slots and times do not line up")
+        self._slots = OrderedDict(zip(keys, slots, strict=True))
+        self._last_ms = last_ms
+        self._free, self._released, self.fresh = list(state["free"]), list(state["released"]), list(state["fresh"])
+        self.stats = EvictionStats(int(state["expired"]), int(state["capped"]))

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from cluster import kafka_dev
+from cluster.kafka import dev_broker as kafka_dev
 
 _ENV = "SIGMARAY_TEST_KAFKA"  # "PORT:DATA_DIR", set by the first process of the run
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from cluster.rulefiles import load_rules_from_paths
 from detectors.loader import Ruleset
+from detectors.rulefiles import load_rules_from_paths
 from tests import broker as test_broker
 
 ROOT = Path(__file__).resolve().parents[1]

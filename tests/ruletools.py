@@ -11,7 +11,7 @@ from detectors.cover import required_covers
 from detectors.evaluate import build_matcher
 from detectors.index import RuleIndex
 from detectors.ir import CompiledRule
-from detectors.loader import RuleSource, Ruleset, load_ruleset
+from detectors.loader import Ruleset, RuleSource, load_ruleset
 
 
 def rule_yaml(detection: str, logsource: str = "product: windows\n    category: process_creation", rule_id: str | None = None) -> str:

@@ -20,7 +20,7 @@ import orjson
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from cluster.generator import generate
+from models.datasets.generator import generate
 from tests.conftest import OTRF
 from tests.test_delivery_guarantees import CATCH_ALL_ID, _committed, _read_all, _rules
 
@@ -57,8 +57,8 @@ def _topics(broker: str, partitions: int = 2) -> dict[str, str]:
 
 
 def _config(broker: str, topics: dict[str, str], tmp_path: Path, **extra: Any) -> dict[str, Any]:
-    from cluster.actors import config_to_dict
     from cluster.config import config_from_dict
+    from cluster.ray.actors import config_to_dict
 
     data: dict[str, Any] = {
         "kafka": {"bootstrap_servers": broker, "input_topics": [topics["in"]], "detections_topic": topics["out"],
@@ -82,7 +82,7 @@ def _send(broker: str, topic: str, values: list[tuple[str, bytes]]) -> None:
 
 def _run_until_committed(ray: Any, config: dict[str, Any], broker: str, topics: dict[str, str], count: int,
                          during: Any = None, timeout: float = 300) -> dict[str, Any]:
-    from cluster.actors import Supervisor
+    from cluster.ray.actors import Supervisor
 
     supervisor = Supervisor.remote(config)
     try:
@@ -118,7 +118,7 @@ def _detections(broker: str, topic: str) -> tuple[Counter[str], list[dict[str, A
 
 
 def _output_limit(broker: str, topic: str) -> int:
-    from cluster.topic_limits import message_limits
+    from cluster.kafka.topic_limits import message_limits
 
     return message_limits({"bootstrap.servers": broker}, [topic])[topic]
 
@@ -188,7 +188,7 @@ def test_odd_time_strings_neither_crash_nor_stall_a_worker_and_their_events_are_
 def test_a_catastrophic_backtracking_rule_pushed_live_neither_stalls_nor_restarts_a_worker(
     broker: str, ray_local: Any, tmp_path: Path
 ) -> None:
-    from cluster.live_rules import push
+    from cluster.kafka.live_rules import push
 
     topics = _topics(broker)
     events = _normal(800, 13, "r")

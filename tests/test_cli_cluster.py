@@ -21,7 +21,7 @@ import yaml
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from cluster.generator import generate
+from models.datasets.generator import generate
 from tests.conftest import OTRF, ROOT
 
 SIGMARAY = [sys.executable, "-m", "cluster.cli"]

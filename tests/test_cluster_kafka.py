@@ -12,9 +12,9 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from cluster.files import read_events
-from cluster.rulefiles import load_rules_from_paths
+from cluster.sources.files import read_events
 from detectors.engine import SigmaEngine
+from detectors.rulefiles import load_rules_from_paths
 from tests.conftest import BOOTSTRAP, OTRF, ROOT
 
 DATASETS = sorted((OTRF / "jsonl" / "credential_access").glob("*.jsonl"))[:4]
@@ -66,8 +66,8 @@ def _committed(group: str, topic: str, partitions: int) -> int:
 def test_two_workers_on_three_partitions_process_every_event_and_match_offline_scan(
     broker: str, ray_local: Any, tmp_path: Path
 ) -> None:
-    from cluster.actors import Supervisor, config_to_dict
     from cluster.config import config_from_dict
+    from cluster.ray.actors import Supervisor, config_to_dict
 
     run = uuid.uuid4().hex[:8]
     topics = {"in": f"events-{run}", "out": f"detections-{run}", "dlq": f"dead-{run}"}
@@ -126,8 +126,8 @@ def _kill_midstream(broker: str, ray_local: Any, guarantee: str) -> tuple[list[t
     import os
     import signal
 
-    from cluster.actors import Supervisor, config_to_dict
     from cluster.config import config_from_dict
+    from cluster.ray.actors import Supervisor, config_to_dict
 
     run = uuid.uuid4().hex[:8]
     topics = {"in": f"events-{run}", "out": f"detections-{run}", "dlq": f"dead-{run}"}
@@ -190,9 +190,9 @@ def test_kill_9_of_a_worker_midstream_loses_and_duplicates_nothing_exactly_once(
 def test_a_rule_pushed_live_starts_matching_without_restart_and_a_deleted_rule_stops(
     broker: str, ray_local: Any, tmp_path: Path
 ) -> None:
-    from cluster.actors import Supervisor, config_to_dict
     from cluster.config import config_from_dict
-    from cluster.live_rules import push, rule_documents
+    from cluster.kafka.live_rules import push, rule_documents
+    from cluster.ray.actors import Supervisor, config_to_dict
 
     rule_path = ROOT / "rules" / "windows" / "process_access" / "proc_access_win_lsass_full_access.yml"
     ((rule_id, rule_text),) = rule_documents([rule_path])
@@ -265,9 +265,9 @@ def test_a_rule_pushed_live_starts_matching_without_restart_and_a_deleted_rule_s
 def test_broker_stopped_and_restarted_midstream_the_cluster_resumes_and_loses_nothing(
     ray_local: Any, tmp_path: Path
 ) -> None:
-    from cluster import kafka_dev
-    from cluster.actors import Supervisor, config_to_dict
     from cluster.config import config_from_dict
+    from cluster.kafka import dev_broker as kafka_dev
+    from cluster.ray.actors import Supervisor, config_to_dict
 
     # A broker of its own (a free port, its own data folder): other tests share the run's one.
     from tests.broker import _free_port_pair
@@ -340,8 +340,8 @@ def test_broker_stopped_and_restarted_midstream_the_cluster_resumes_and_loses_no
 
 
 def test_scaling_a_running_cluster_moves_partitions_and_keeps_one_owner_each(broker: str, ray_local: Any) -> None:
-    from cluster.actors import Supervisor, config_to_dict
     from cluster.config import config_from_dict
+    from cluster.ray.actors import Supervisor, config_to_dict
 
     run = uuid.uuid4().hex[:8]
     topics = {"in": f"events-{run}", "out": f"detections-{run}", "dlq": f"dead-{run}"}

@@ -16,10 +16,10 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from cluster.generator import generate
-from cluster.partition_models import scorer_config
-from cluster.rulefiles import load_rules_from_paths
+from cluster.build import scorer_config
 from detectors.engine import SigmaEngine
+from detectors.rulefiles import load_rules_from_paths
+from models.datasets.generator import generate
 from models.eventtime import event_time_ms
 from models.scorer import EntityScorer
 from tests.conftest import BOOTSTRAP, OTRF, ROOT
@@ -131,7 +131,7 @@ def _check_scores(run: Run, shadow: str) -> tuple[int, int]:
 
 
 def test_cluster_entity_scores_equal_the_offline_replay_of_each_partition(broker: str, ray_local: Any, tmp_path: Path) -> None:
-    from cluster.actors import Supervisor, config_to_dict
+    from cluster.ray.actors import Supervisor, config_to_dict
 
     run = Run(broker, tmp_path, {"shadow": "loda"})
     events = _stream(6_000, seed=21)
@@ -153,7 +153,7 @@ def test_cluster_entity_scores_equal_the_offline_replay_of_each_partition(broker
 def test_a_worker_killed_midstream_restores_its_model_state_and_scores_continue_identically(
     broker: str, ray_local: Any, tmp_path: Path
 ) -> None:
-    from cluster.actors import Supervisor, config_to_dict
+    from cluster.ray.actors import Supervisor, config_to_dict
 
     run = Run(broker, tmp_path, {"shadow": "loda", "checkpoint_interval_s": 0}, batch_size=100)
     events = _stream(6_000, seed=22)
@@ -180,7 +180,7 @@ def test_a_worker_killed_midstream_restores_its_model_state_and_scores_continue_
 def test_promoting_a_model_on_a_running_cluster_swaps_it_between_batches_and_loses_no_event(
     broker: str, ray_local: Any, tmp_path: Path
 ) -> None:
-    from cluster.actors import Supervisor, config_to_dict
+    from cluster.ray.actors import Supervisor, config_to_dict
 
     run = Run(broker, tmp_path, {"shadow": "loda"})
     events = _stream(4_000, seed=23)

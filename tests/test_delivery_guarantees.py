@@ -25,7 +25,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from cluster.generator import generate
+from models.datasets.generator import generate
 from tests.conftest import OTRF
 
 CATCH_ALL_ID = "5f0c1d7e-0000-4000-8000-000000000001"
@@ -120,8 +120,8 @@ def _sigma_ids(broker: str, topic: str) -> Counter[str]:
 def test_a_worker_killed_while_its_successor_replays_model_state_duplicates_nothing_exactly_once(
     broker: str, ray_local: Any, tmp_path: Path
 ) -> None:
-    from cluster.actors import Supervisor, config_to_dict
     from cluster.config import config_from_dict
+    from cluster.ray.actors import Supervisor, config_to_dict
 
     topics = _topics(broker)
 
@@ -187,8 +187,8 @@ def test_shutting_down_while_a_dead_worker_is_being_replaced_ends_cleanly(
 ) -> None:
     from ray.util import list_named_actors
 
-    from cluster.actors import NAMESPACE, Supervisor, config_to_dict
     from cluster.config import config_from_dict
+    from cluster.ray.actors import NAMESPACE, Supervisor, config_to_dict
 
     topics = _topics(broker, partitions=2)
     config = config_to_dict(config_from_dict({
@@ -213,8 +213,8 @@ def _loop_process(config: dict[str, Any], partition: tuple[str, int]) -> None:
     """A worker's loop in a process of its own that dies (os._exit, as a native crash would)
     when it processes a record carrying `"crash_here": true`."""
     from cluster.config import config_from_dict
-    from cluster.detect import Detector
-    from cluster.partition_loop import PartitionLoop
+    from cluster.kafka.partition_loop import PartitionLoop
+    from cluster.processing.detector import Detector
 
     original = Detector.process
 
@@ -233,8 +233,8 @@ def _loop_process(config: dict[str, Any], partition: tuple[str, int]) -> None:
 def test_a_record_that_kills_its_worker_is_dead_lettered_after_a_few_restarts_and_the_partition_moves_on(
     broker: str, tmp_path: Path
 ) -> None:
-    from cluster.actors import config_to_dict
     from cluster.config import config_from_dict
+    from cluster.ray.actors import config_to_dict
 
     topics = _topics(broker)
     events = _events(400, 5, "p")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 
 import pytest
 
-from cluster.rulefiles import load_rules_from_paths
 from detectors.engine import SigmaEngine
+from detectors.rulefiles import load_rules_from_paths
 from tests.conftest import OTRF, ROOT
 
 pytestmark = pytest.mark.ray  # the demo starts a Ray of its own
@@ -19,13 +18,12 @@ def _engine() -> SigmaEngine:
 
 
 def test_demo_runs_end_to_end_and_shows_exactly_the_offline_detections(broker: str) -> None:
-    from cluster.cli_demo import run_demo
+    from cluster.demo import run_demo
     from tests import broker as test_broker
 
-    args = argparse.Namespace(events=8000, rate=0, seconds=0, attack_share=0.05, shared=OTRF, seed=3, keep=False,
-                              port=test_broker.PORT, data_dir=str(test_broker.DATA_DIR))
     out = io.StringIO()
-    summary = run_demo(args, out)
+    summary = run_demo(events=8000, rate=0, seconds=0, attack_share=0.05, shared=OTRF, seed=3, keep=False,
+                       port=test_broker.PORT, data_dir=str(test_broker.DATA_DIR), out=out)
     engine = _engine()
     offline = sorted(f"{e['sigmaray_event_id']}|{m.id}" for e in summary["events_list"] for m in engine.match(e))
     assert offline

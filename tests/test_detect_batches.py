@@ -6,11 +6,11 @@ import orjson
 import pytest
 
 from cluster.config import ClusterConfig, config_from_dict
-from cluster.detect import Detector, InputRecord
-from cluster.files import read_events
-from cluster.rulefiles import load_rules_from_paths
+from cluster.processing.detector import Detector, InputRecord
+from cluster.sources.files import read_events
 from detectors.engine import SigmaEngine
 from detectors.errors import ConfigError
+from detectors.rulefiles import load_rules_from_paths
 from tests.conftest import OTRF, ROOT
 
 DATASET = OTRF / "jsonl" / "credential_access" / "cmd_lsass_memory_dumpert_syscalls.jsonl"
@@ -81,7 +81,7 @@ def test_a_worker_with_a_tiny_output_buffer_pauses_fetching_and_still_delivers_e
     from confluent_kafka import Producer as KafkaProducer
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from cluster.partition_loop import PartitionLoop
+    from cluster.kafka.partition_loop import PartitionLoop
 
     run = uuid.uuid4().hex[:8]
     bootstrap = broker
@@ -105,7 +105,7 @@ def test_a_worker_with_a_tiny_output_buffer_pauses_fetching_and_still_delivers_e
     deadline = time.monotonic() + 60
     while loop.metrics.events_in < 300 and time.monotonic() < deadline:
         loop.run_once()
-    loop.producer.flush(10)
+    loop.checkpoint.flush(10)
     loop.consumer.close()
     assert loop.metrics.events_in == loop.metrics.dead_letters == 300
     assert loop.metrics.pauses > 0

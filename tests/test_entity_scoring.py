@@ -2,19 +2,44 @@
 
 from __future__ import annotations
 
-import pickle
 import random
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import pytest
 
-from cluster.generator import generate, generate_labeled
+from models import serialization
+from models.datasets.generator import generate, generate_labeled
 from models.entities import extract_entities
 from models.eventtime import event_time_ms
 from models.scorer import EntityScorer, EventScores, ScorerConfig
 from models.state import EntityTable
+
+
+def _differences(a: Any, b: Any, path: str = "state") -> list[str]:
+    """Where two state dicts differ (types, keys and their order, array dtypes and values)."""
+    if type(a) is not type(b):
+        return [f"{path}: {type(a).__name__} != {type(b).__name__}"]
+    if isinstance(a, dict):
+        if list(a) != list(b):
+            return [f"{path}: keys differ"]
+        return [d for key in a for d in _differences(a[key], b[key], f"{path}[{key!r}]")]
+    if isinstance(a, (list, tuple)):
+        if len(a) != len(b):
+            return [f"{path}: {len(a)} != {len(b)} items"]
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, f"{path}[{i}]")]
+    if isinstance(a, np.ndarray):
+        same = a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+        return [] if same else [f"{path}: arrays differ"]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+def _checkpointed(scorer: EntityScorer) -> EntityScorer:
+    """The scorer as a checkpoint brings it back: state dict -> bytes -> state dict -> scorer."""
+    return EntityScorer.from_state_dict(scorer.config, serialization.loads(serialization.dumps(scorer.state_dict())),
+                                        scorer.features)
 
 
 def _run(scorer: EntityScorer, events: list[dict[str, Any]], batch: int = 500,
@@ -45,7 +70,8 @@ def _changed_behaviour(host: str, start: datetime, count: int, seed: int) -> lis
         if number % 2:
             events.append({"Channel": "Microsoft-Windows-Sysmon/Operational", "EventID": 3, "Computer": host,
                            "TimeCreated_SystemTime": stamp, "UtcTime": stamp, "User": "CORP\\b.schmidt",
-                           "Image": f"C:\\ProgramData\\{tool}", "DestinationIp": f"185.{rng.randint(1, 250)}.{rng.randint(1, 250)}.{rng.randint(1, 250)}",
+                           "Image": f"C:\\ProgramData\\{tool}",
+                           "DestinationIp": f"185.{rng.randint(1, 250)}.{rng.randint(1, 250)}.{rng.randint(1, 250)}",
                            "DestinationPort": str(rng.choice([4444, 8443, 53, 6667])), "SourceIp": "10.20.1.12"})
         else:
             blob = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") for _ in range(900))
@@ -82,7 +108,7 @@ def test_scores_do_not_depend_on_batching_and_a_restored_checkpoint_continues_id
     assert whole == _scores(_run(EntityScorer(ScorerConfig(seed=3, calibration_window=500)), events, batch=37))
     first = EntityScorer(ScorerConfig(seed=3, calibration_window=500))
     head = _scores(_run(first, events[:7_001], batch=211))
-    restored = pickle.loads(pickle.dumps(first))
+    restored = _checkpointed(first)
     tail = _scores(_run(restored, events[7_001:], batch=499))
     assert head + tail == whole
     assert max(s for _, s in whole) > 0.9  # not a vacuous equality of zeros
@@ -94,9 +120,12 @@ def test_events_that_matched_a_sigma_rule_are_not_learned() -> None:
     alerted = EntityScorer(ScorerConfig(seed=0, calibration_window=200))
     _run(learning, events)
     _run(alerted, events, matched=[True] * len(events))
+    def state(estimator: Any) -> bytes:
+        return serialization.dumps(estimator.state_dict())
+
     for kind, model in alerted.active.types.items():  # the models learned nothing: still as built
-        assert pickle.dumps(model.estimator) == pickle.dumps(model.estimator.clone()), kind
-    assert any(pickle.dumps(m.estimator) != pickle.dumps(m.estimator.clone()) for m in learning.active.types.values())
+        assert state(model.estimator) == state(model.estimator.clone()), kind
+    assert any(state(m.estimator) != state(m.estimator.clone()) for m in learning.active.types.values())
 
 
 def test_eviction_keeps_the_table_under_its_cap_and_forgets_idle_entities_by_event_time() -> None:
@@ -160,8 +189,8 @@ def test_labeled_attacks_score_higher_than_background_on_average() -> None:
     items = list(generate_labeled(30_000, seed=12, attack_share=0.02))
     scorer = EntityScorer(ScorerConfig(seed=2))
     results = _run(scorer, [i.event for i in items])
-    attack = [r.max_score for i, r in zip(items, results) if i.attack][200:] or [0.0]
-    benign = [r.max_score for i, r in zip(items, results) if not i.attack][10_000:]
+    attack = [r.max_score for i, r in zip(items, results, strict=True) if i.attack][200:] or [0.0]
+    benign = [r.max_score for i, r in zip(items, results, strict=True) if not i.attack][10_000:]
     assert np.mean(attack) > np.mean(benign) + 0.1, (np.mean(attack), np.mean(benign))
 
 
@@ -187,7 +216,7 @@ def test_entity_fields_per_sigma_logsource_override_the_windows_defaults() -> No
     import pytest
 
     from cluster.config import config_from_dict
-    from cluster.partition_models import scorer_config
+    from cluster.build import scorer_config
     from detectors.errors import ConfigError
 
     config = config_from_dict({"models": {"entities": [
@@ -204,7 +233,7 @@ def test_entity_fields_per_sigma_logsource_override_the_windows_defaults() -> No
     assert list(results[1].as_dict()) == ["host:ws-07", "user:bob", "src_ip:10.1.2.3", "process:svchost.exe"]
     defaults = EntityScorer().score_batch([explicit], [event_time_ms(explicit)], [False])
     assert list(defaults[0].as_dict()) == ["host:ws-07", "user:admin", "src_ip:10.1.2.3"]
-    restored = pickle.loads(pickle.dumps(scorer))  # a checkpoint keeps the mapping
+    restored = _checkpointed(scorer)  # the mapping is configuration: it comes back with the config
     assert list(restored.score_batch([explicit], [event_time_ms(explicit)], [False])[0].as_dict()) == \
         ["host:ws-07", "user:alice", "target:admin"]
     for bad, key in (({"entities": {"logsource": {}}}, "models.entities"),
@@ -227,10 +256,101 @@ def test_a_model_spec_with_changed_parameters_scores_checkpoints_and_names_itsel
     trees = scorer.active.for_type("host").estimator
     assert (trees.n_trees, trees.height, trees.window_size) == (3, 8, 50)
     assert scorer.model_label == "hst(n_trees=3, window_size=50)@1"
-    restored = pickle.loads(pickle.dumps(scorer))
+    restored = _checkpointed(scorer)
+    assert (restored.model_label, restored.shadow_label) == (scorer.model_label, scorer.shadow_label)
     assert _scores(_run(restored, events[2_000:])) == _scores(_run(scorer, events[2_000:]))
     assert max(s for s, in [(r.max_score,) for r in _run(scorer, events[:500])]) > 0.0  # warm and scoring
     with pytest.raises(ConfigError, match="no feature 'nope'"):
         scorer.start_shadow("sad-rate(feature=nope)")
     with pytest.raises(ConfigError, match="unknown parameter 'trees'"):
         EntityScorer(ScorerConfig(model="hst(trees=3)"))
+
+
+# ---------------------------------------------------------------- checkpoints: the versioned state dict
+
+
+def _registered_with_a_shadow() -> list[tuple[str, str]]:
+    from models.registry import MODELS
+
+    names = sorted(MODELS)
+    return [(name, names[(i + 1) % len(names)]) for i, name in enumerate(names)]  # each model active once, shadow once
+
+
+@pytest.mark.parametrize(("active", "shadow"), _registered_with_a_shadow())
+def test_every_registered_model_and_its_shadow_continue_exactly_after_a_state_dict_checkpoint(active: str,
+                                                                                             shadow: str) -> None:
+    events = list(generate(3_000, seed=11, attack_share=0.02))
+    config = ScorerConfig(model=active, seed=4, calibration_window=300)
+    uninterrupted = EntityScorer(config)
+    uninterrupted.start_shadow(shadow)
+    _run(uninterrupted, events[:1_800], batch=250)
+    restored = _checkpointed(uninterrupted)
+    assert (restored.model_label, restored.shadow_label) == (f"{active}@1", f"{shadow}@2")
+    # The same batches on both sides: the explanation statistics (not the scores) are sums whose
+    # last bits follow the batching.
+    want = _run(uninterrupted, events[1_800:], batch=333)
+    got = _run(restored, events[1_800:], batch=333)
+    assert _scores(got) == _scores(want)
+    assert [r.shadow for r in got] == [r.shadow for r in want]
+    assert max(s for _, s in _scores(want)) > 0.5 and max(v for r in want for v in r.shadow.values()) > 0.5
+    # Not only the scores: all that was learned since is the same, value for value.
+    assert _differences(restored.state_dict(), uninterrupted.state_dict()) == []
+
+
+def test_the_state_dict_is_plain_data_and_shares_no_memory_with_the_restored_scorer() -> None:
+    events = list(generate(1_500, seed=3, attack_share=0.0))
+    scorer = EntityScorer(ScorerConfig(model="loda", calibration_window=200))
+    scorer.start_shadow("sad-rate")
+    _run(scorer, events)
+    state = scorer.state_dict()
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                assert type(key) in (str, int), path
+                walk(item, f"{path}.{key}")
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(item, f"{path}[{i}]")
+        elif isinstance(value, np.ndarray):
+            assert value.dtype.kind in "biuf", path
+        else:
+            assert type(value) in (str, int, float, bool, type(None)), (path, type(value))
+
+    walk(state, "state")
+    restored = EntityScorer.from_state_dict(scorer.config, state)
+    assert restored.states[0] is not scorer.states[0] and not np.shares_memory(restored.states[0], scorer.states[0])
+
+
+def test_a_state_of_an_unknown_version_is_refused_naming_both_versions() -> None:
+    from models.migrations import STATE_VERSION, UnsupportedStateVersion
+
+    scorer = EntityScorer()
+    _run(scorer, list(generate(300, seed=1, attack_share=0.0)))
+    for version in (STATE_VERSION + 1, 0, None, "2"):
+        with pytest.raises(UnsupportedStateVersion, match=rf"version {version!r}: .* reads version {STATE_VERSION}"):
+            EntityScorer.from_state_dict(None, {**scorer.state_dict(), "version": version})
+
+
+def test_a_version_1_state_is_migrated_not_patched() -> None:
+    """Version 1 predates the feature-error counters: the migration adds them, zero."""
+    events = list(generate(600, seed=2, attack_share=0.0))
+    scorer = EntityScorer(ScorerConfig(calibration_window=100))
+    _run(scorer, events[:300])
+    old = {key: value for key, value in scorer.state_dict().items() if key not in ("feature_errors", "last_feature_error")}
+    restored = EntityScorer.from_state_dict(scorer.config, {**old, "version": 1})
+    assert restored.feature_errors == {} and restored.last_feature_error == ""
+    assert _scores(_run(restored, events[300:])) == _scores(_run(scorer, events[300:]))
+
+
+def test_a_state_of_other_features_is_refused_and_leaves_the_scorer_as_it_was() -> None:
+    from models.features import DEFAULT_FEATURES
+
+    events = list(generate(300, seed=5, attack_share=0.0))
+    scorer = EntityScorer()
+    _run(scorer, events)
+    fewer = EntityScorer(features=DEFAULT_FEATURES[:-1])
+    before = serialization.dumps(fewer.state_dict())
+    with pytest.raises(ValueError, match="only fits the features it was built with"):
+        fewer.load_state_dict(scorer.state_dict())
+    assert serialization.dumps(fewer.state_dict()) == before

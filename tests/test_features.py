@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from models import serialization
 from models.eventtime import event_time_ms
 from models.features import DEFAULT_FEATURES, Feature, feature_names, kernel
 from models.scorer import EntityScorer, ScorerConfig
@@ -98,8 +99,11 @@ def test_a_feature_written_outside_the_project_plugs_into_the_scorer_and_its_che
     scorer = EntityScorer(ScorerConfig(model="hst"), features=features)
     results = list(scorer.score_batch(events[:10], [event_time_ms(e) for e in events[:10]], [False] * 10))
     share = [r.entities[0].features["admin_share"] for r in results]
-    assert share[0] == 0.0 and all(b > a for a, b in zip(share, share[1:]))  # history before each event
-    restored = pickle.loads(pickle.dumps(scorer))
+    assert share[0] == 0.0 and all(b > a for a, b in zip(share, share[1:], strict=False))  # history before each event
+    # A checkpoint names the features; the scorer that restores it is given them.
+    state = serialization.loads(serialization.dumps(scorer.state_dict()))
+    assert [f["name"] for f in state["features"]][-1] == "admin_share"
+    restored = EntityScorer.from_state_dict(scorer.config, state, features=features)
     rest = events[10:]
     again = [r.as_dict() for r in restored.score_batch(rest, [event_time_ms(e) for e in rest], [False] * 10)]
     assert again == [r.as_dict() for r in scorer.score_batch(rest, [event_time_ms(e) for e in rest], [False] * 10)]

@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 
 from cluster.config import config_from_dict
-from cluster.file_replay import replay_files
-from cluster.file_workers import spread
+from cluster.ray.file_workers import spread
+from cluster.sources.replay import replay_files
 from tests.conftest import OTRF, ROOT
 
 

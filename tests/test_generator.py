@@ -1,4 +1,4 @@
-"""`sigmaray demo` and its event stream (`cluster.generator`).
+"""`sigmaray demo` and its event stream (`models.datasets.generator`).
 
 (1) The generator: deterministic for a seed, unique ids, strictly increasing event time, the
 flattened Windows shape, benign background that the shipped rules leave alone, and injected
@@ -15,12 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from cluster.generator import (
-    DEFAULT_START, HOSTS, GeneratedEvent, attack_scenarios, generate, generate_labeled,
-)
-from cluster.rulefiles import load_rules_from_paths
 from detectors.engine import SigmaEngine
 from detectors.ir import CompiledRule
+from detectors.rulefiles import load_rules_from_paths
+from models.datasets.generator import (
+    DEFAULT_START,
+    HOSTS,
+    GeneratedEvent,
+    attack_scenarios,
+    generate,
+    generate_labeled,
+)
 from tests.conftest import OTRF, ROOT
 
 SYSMON = "Microsoft-Windows-Sysmon/Operational"
@@ -70,7 +75,7 @@ def test_ids_are_unique_and_event_time_increases_strictly_from_the_start(otrf_ro
     assert len(events) == 8000
     assert len({e["sigmaray_event_id"] for e in events}) == 8000
     times = [_ms(e["TimeCreated_SystemTime"]) for e in events]
-    assert all(b > a for a, b in zip(times, times[1:]))
+    assert all(b > a for a, b in zip(times, times[1:], strict=False))
     assert times[0] >= _ms("2027-03-01T12:00:00.000Z")
     # 25 background events/s by default: 8000 events cover about 5 minutes of event time
     assert timedelta(minutes=3) < timedelta(milliseconds=times[-1] - times[0]) < timedelta(minutes=8)
@@ -190,7 +195,7 @@ def test_edge_shares_and_bad_arguments() -> None:
     only_attacks = list(generate_labeled(300, seed=3, attack_share=1.0))
     assert len(only_attacks) == 300 and all(i.attack for i in only_attacks)
     times = [_ms(i.event["TimeCreated_SystemTime"]) for i in only_attacks]
-    assert all(b > a for a, b in zip(times, times[1:]))
+    assert all(b > a for a, b in zip(times, times[1:], strict=False))
     few = list(generate_labeled(50, seed=3, attack_share=0.001))  # rounds to no attack at all
     assert len(few) == 50 and not any(i.attack for i in few)
     for bad in ({"attack_share": 1.5}, {"count": -1}, {"attacks": "pcap"}):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster.files import read_events
+from cluster.sources.files import read_events
 from detectors.cover import required_covers
 from detectors.engine import SigmaEngine
 from detectors.evaluate import build_matcher

@@ -18,9 +18,10 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from cluster import kafka_dev
+from cluster.kafka import dev_broker as kafka_dev
 from tests import broker as test_broker
 from tests.broker import _free_port_pair, shared_broker
+
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[kafka_dev.BrokerInfo]:

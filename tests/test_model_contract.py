@@ -16,10 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from models import serialization
 from models.calibration import QuantileCalibrator
 from models.estimators.base import Estimator, sequential_score_learn
 from models.estimators.hst import HalfSpaceTrees
-from models.registry import MODELS, get_model
+from models.registry import ESTIMATORS, MODELS, estimator_from_state_dict, get_model
 
 NAMES = ("rate_1m", "rate_10m", "new_process", "cmd_entropy", "night")
 
@@ -51,7 +52,7 @@ def stream(seed: int, n: int, spread: float = 1.0) -> np.ndarray:
 
 
 def as_dict(row: np.ndarray) -> dict[str, float]:
-    return dict(zip(NAMES, row.tolist()))
+    return dict(zip(NAMES, row.tolist(), strict=True))
 
 
 def prequential(model: Estimator, X: np.ndarray) -> np.ndarray:
@@ -69,12 +70,12 @@ def drive(model: Estimator, X: np.ndarray, allow: np.ndarray, cutoff: float, max
     scores, learned = [], []
     pos = count = 0
     while pos < len(X):
-        s, l = model.score_learn_many(X[pos:], allow[pos:], cutoff, max_learn - count)
-        assert 1 <= len(s) == len(l) <= len(X) - pos
+        s, taught = model.score_learn_many(X[pos:], allow[pos:], cutoff, max_learn - count)
+        assert 1 <= len(s) == len(taught) <= len(X) - pos
         scores.append(s)
-        learned.append(l)
+        learned.append(taught)
         pos += len(s)
-        count += int(l.sum())
+        count += int(taught.sum())
         if count >= max_learn:
             break
     return np.concatenate(scores), np.concatenate(learned)
@@ -97,6 +98,35 @@ def test_pickle_round_trip_gives_identical_subsequent_scores(case: tuple[str, Bu
     prequential(model, X[:250])
     restored = pickle.loads(pickle.dumps(model))
     assert np.array_equal(prequential(restored, X[250:]), prequential(model, X[250:]))
+
+
+def test_state_dict_round_trip_gives_identical_subsequent_scores(case: tuple[str, Build, float]) -> None:
+    _, build, spread = case
+    X = stream(13, 400, spread)
+    for learned in (0, 7, 250):  # before the first learned row (no trees or projections yet), early, warm
+        model = build(3)
+        prequential(model, X[:learned])
+        state = serialization.loads(serialization.dumps(model.state_dict()))  # as a checkpoint file holds it
+        restored = estimator_from_state_dict(state)
+        assert type(restored) is type(model) and restored.params() == model.params()  # type: ignore[attr-defined]
+        assert np.array_equal(prequential(restored, X[learned:]), prequential(model, X[learned:]))
+        # The batch form from a restored state too (HST's compiled loop reads the restored arrays).
+        again = estimator_from_state_dict(state)
+        fresh = estimator_from_state_dict(state)
+        assert np.array_equal(drive(again, X[learned:], np.ones(len(X) - learned, bool), math.inf, 10**9)[0],
+                              prequential(fresh, X[learned:]))
+
+
+def test_a_state_dict_names_its_class_and_another_class_refuses_it(case: tuple[str, Build, float]) -> None:
+    _, build, _ = case
+    state = build(1).state_dict()
+    assert ESTIMATORS[state["estimator"]] is type(build(1))
+    for other in ESTIMATORS.values():
+        if other is not type(build(1)):
+            with pytest.raises(ValueError, match=f"not a {other.__name__} state"):
+                other.from_state_dict(state)
+    with pytest.raises(ValueError, match="unknown estimator 'Pickled'"):
+        estimator_from_state_dict({**state, "estimator": "Pickled"})
 
 
 def test_clone_is_unfitted_with_the_same_params(case: tuple[str, Build, float]) -> None:
@@ -261,6 +291,23 @@ def test_calibrator_pickle_round_trip_and_clone() -> None:
     fresh = cal.clone()
     assert fresh.window == 50 and not fresh.warm and fresh.remaining() == 50
     assert len(pickle.dumps(cal)) < 50 * 8 * 2 + 400  # reference + filled part of latest
+
+
+def test_calibrator_state_dict_round_trip_at_every_fill() -> None:
+    rng = np.random.default_rng(1)
+    probe = rng.normal(size=100)
+    for learned in (0, 1, 49, 50, 51, 130):
+        cal, raws, tail = QuantileCalibrator(window=50), rng.normal(size=learned), rng.normal(size=80)
+        cal.learn_many(raws)
+        restored = QuantileCalibrator.from_state_dict(serialization.loads(serialization.dumps(cal.state_dict())))
+        assert restored.remaining() == cal.remaining() and restored.warm == cal.warm
+        for part in (tail[:30], tail[30:]):
+            restored.learn_many(part)
+            cal.learn_many(part)
+            assert np.array_equal(restored.calibrate_many(probe), cal.calibrate_many(probe))
+            assert restored.cutoff(0.9) == cal.cutoff(0.9)
+    with pytest.raises(ValueError, match="does not fit its window"):
+        QuantileCalibrator.from_state_dict({"window": 10, "reference": None, "latest": np.zeros(10)})
 
 
 def test_calibrator_warm_up_calibrates_to_zero_and_cuts_off_nothing() -> None:

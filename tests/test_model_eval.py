@@ -21,7 +21,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from cluster.cli import main
-from cluster.cli_models import read_labels
+from cluster.cli.models import read_labels
 from models.evaluation import RecordingScorer, ScoredRow, evaluate_rows
 from models.metrics import pr_auc, precision_at_k, roc_auc
 from models.registry import list_models
@@ -224,3 +224,83 @@ def test_bad_input_is_a_clear_error_or_a_counted_skip(capsys: pytest.CaptureFixt
     assert code == 0, err
     result = json.loads(out)
     assert result["metrics"] is None and result["labeled"] == 0 and result["scores"]["count"] == 1500
+
+
+# ---------------------------------------------------------------- models.evaluate: the library call the CLI wraps
+
+
+def test_evaluate_with_plain_arguments_gives_the_numbers_the_cli_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    import models
+    from cluster.config import load_config
+    from cluster.build import scorer_config
+
+    code, out, err = _run(capsys, "models", "eval", "--model", "hst", "--generate", "4000", "--seed", "2",
+                          "--no-rules", "--json")
+    assert code == 0, err
+    cli = json.loads(out)
+    items = list(models.generate_labeled(4000, seed=2, attack_share=0.01,
+                                         otrf_root=Path(__file__).resolve().parents[2] / "shared" / "datasets" / "otrf"))
+    result = models.evaluate([i.event for i in items], [i.attack or False for i in items], model="hst",
+                             config=scorer_config(load_config(None).models))
+    assert isinstance(result, models.Evaluation) and isinstance(result.run, models.ScoringRun)
+    for name in ("events", "labeled", "positives", "rows", "metrics", "baseline", "scores", "per_attack", "top_ties"):
+        assert result.to_dict()[name] == cli[name], name
+    assert result.run.anomalies == cli["input"]["anomalies"] and list(result.run.features) == cli["input"]["features"]
+
+
+def test_evaluate_reads_labels_from_a_list_a_mapping_or_a_field_alike() -> None:
+    import models
+
+    items = list(models.generate_labeled(1_500, seed=3, attack_share=0.05))
+    events = [i.event for i in items]
+    flags = [i.attack or False for i in items]
+    settings = {"model": "hst", "seed": 1, "config": models.ScorerConfig(calibration_window=200), "baseline": False}
+    by_list = models.evaluate(events, flags, **settings)
+    by_id = models.evaluate(events, {e["sigmaray_event_id"]: f for e, f in zip(events, flags, strict=True)}, **settings)
+    marked = [dict(e, verdict=i.attack) if i.attack else e for e, i in zip(events, items, strict=True)]
+    by_field = models.evaluate(marked, label_field="verdict", **settings)
+    assert by_list.metrics is not None and by_list.positives == sum(bool(f) for f in flags) > 0
+    for other in (by_id, by_field):
+        assert other.metrics == by_list.metrics and other.per_attack == by_list.per_attack
+    assert by_field.run is not None and by_field.run.label_field_seen
+    assert sum("verdict" in e for e in marked) == by_list.positives  # the caller's events are left as they were
+    # No labels at all: score statistics only; events the mapping lacks are unlabeled (or benign if asked).
+    assert models.evaluate(events, **settings).metrics is None
+    partial = {e["sigmaray_event_id"]: f for e, f in list(zip(events, flags, strict=True))[:1_000]}
+    left_out = models.evaluate(events, partial, **settings)
+    assert left_out.labeled == 1_000 and left_out.run is not None and left_out.run.unlabeled == 500
+    assert left_out.notes[-1] == "500 events had no label and are left out of the metrics"
+    assert models.evaluate(events, partial, unlabeled_as_benign=True, **settings).labeled == 1_500
+
+
+def test_evaluate_never_learns_the_events_a_rule_matched() -> None:
+    import models
+
+    items = list(models.generate_labeled(1_200, seed=4, attack_share=0.05))
+    events, flags = [i.event for i in items], [i.attack or False for i in items]
+    settings = {"model": "hst", "config": models.ScorerConfig(calibration_window=150), "baseline": False}
+    every = [True] * len(events)
+    as_list = models.evaluate(events, flags, matched=every, **settings)
+    as_function = models.evaluate(events, flags, matched=lambda event: True, **settings)
+    learning = models.evaluate(events, flags, **settings)
+    assert as_list.run is not None and as_list.run.matched == len(events)
+    assert as_list.scores == as_function.scores
+    # A model that learns nothing never warms up: every entity gets the same raw score, which
+    # calibrates to the middle (0.5; 0.0 for events without entities). One that learns ranks them.
+    assert as_list.data is not None and set(np.unique(as_list.data.all_scores).tolist()) <= {0.0, 0.5}
+    assert learning.scores is not None and learning.scores.max > 0.9
+
+
+def test_evaluate_refuses_arguments_that_do_not_line_up() -> None:
+    import models
+    from detectors.errors import ConfigError
+
+    events = list(models.generate(40, seed=1, attack_share=0.0))
+    with pytest.raises(ValueError, match="labels ran out before the events did"):
+        models.evaluate(events, [False] * 39, baseline=False)
+    with pytest.raises(ValueError, match="matched has more items than the 40 events"):
+        models.evaluate(events, matched=[False] * 41, baseline=False)
+    with pytest.raises(ValueError, match="label 'x'|label 7"):
+        models.evaluate(events, [7] * 40, baseline=False)
+    with pytest.raises(ConfigError, match="unknown anomaly model 'nope'"):
+        models.evaluate(events, model="nope")

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from sigma.modifiers import modifier_mapping, reverse_modifier_mapping
 
+from detectors.encodings import register_modifiers
 from tests.ruletools import load, matches
 
 
@@ -246,3 +252,56 @@ def test_unresolved_placeholder_rejects_the_rule_with_its_name() -> None:
     ruleset = load("sel:\n    WorkstationName|expand: '%Workstations%'\ncondition: sel")
     assert not ruleset.rules
     assert "Workstations" in ruleset.rejections[0].reason
+
+
+# --- registration of the byte-exact modifiers in pySigma ---------------------------------------
+
+# Runs in a fresh interpreter: in this one, earlier tests have loaded rules already. Prints the
+# modifier table (name -> class path) before importing, after importing, and after loading.
+_REGISTRATION_PROBE = """
+import json, pathlib, sys, tempfile
+import sigma.modifiers as m
+
+def table():
+    modifiers = {name: f"{cls.__module__}.{cls.__qualname__}" for name, cls in m.modifier_mapping.items()}
+    return modifiers, dict(m.reverse_modifier_mapping)
+
+before = table()
+import detectors, detectors.loader, detectors.rulefiles, detectors.encodings, detectors.compiler
+after_import = table()
+rule = "title: t\\nid: 1b7c6a52-1c0e-4a67-9c8f-3f0b2b3d4e5f\\nlogsource: {product: windows}\\n" \\
+       "detection:\\n  sel: {F|wide|base64: x}\\n  condition: sel\\n"
+if sys.argv[1] == "load_ruleset":
+    ruleset = detectors.load_ruleset([detectors.RuleSource("t.yml", rule)])
+else:
+    folder = pathlib.Path(tempfile.mkdtemp())
+    (folder / "t.yml").write_text(rule)
+    ruleset = detectors.load_rules_from_paths([folder])
+assert not ruleset.rejections, ruleset.rejections
+print(json.dumps({"before": before, "after_import": after_import, "after_load": table()}))
+"""
+
+
+@pytest.mark.parametrize("loader", ["load_ruleset", "load_rules_from_paths"])
+def test_importing_detectors_leaves_pysigma_modifiers_alone_and_loading_installs_ours(loader: str) -> None:
+    out = subprocess.run([sys.executable, "-c", _REGISTRATION_PROBE, loader], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    tables = json.loads(out)
+    assert tables["after_import"] == tables["before"]
+    modifiers, reverse = tables["after_load"]
+    ours = {"wide": "WideModifier", "utf16le": "WideModifier", "utf16be": "UTF16BEModifier", "utf16": "UTF16Modifier",
+            "base64": "Base64Modifier", "base64offset": "Base64OffsetModifier"}
+    assert {name: modifiers[name] for name in ours} == {name: f"detectors.encodings.{cls}" for name, cls in ours.items()}
+    assert reverse["WideModifier"] == "wide"  # utf16le is an alias; the canonical name stays `wide`
+    untouched = set(tables["before"][0]) - {"wide", "utf16be", "utf16", "base64", "base64offset"}
+    assert {n: modifiers[n] for n in untouched} == {n: tables["before"][0][n] for n in untouched}
+
+
+def test_register_modifiers_is_idempotent() -> None:
+    register_modifiers()
+    once = (dict(modifier_mapping), dict(reverse_modifier_mapping))
+    register_modifiers()
+    assert (dict(modifier_mapping), dict(reverse_modifier_mapping)) == once
+    # And the rules loaded after a second call still get the byte-exact encoding.
+    assert matches("sel:\n    F|utf16|base64: 'cmd'\ncondition: sel",
+                   {"F": base64.b64encode(b"\xff\xfe" + "cmd".encode("utf-16le")).decode()})

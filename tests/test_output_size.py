@@ -15,10 +15,10 @@ from typing import Any
 import orjson
 import pytest
 
-from cluster import output_size
-from cluster.detect import DetectionSettings, Detector, InputRecord, OutputRecord
-from cluster.output_size import cut_event, record_bytes, truncate_text
-from cluster.topic_limits import BrokerUnavailable, message_limits
+from cluster.kafka.topic_limits import BrokerUnavailable, message_limits
+from cluster.processing import output_size
+from cluster.processing.detector import DetectionSettings, Detector, InputRecord, OutputRecord
+from cluster.processing.output_size import cut_event, record_bytes, truncate_text
 from detectors.engine import SigmaEngine
 from models.scorer import EntityScorer, ScorerConfig
 from tests.ruletools import load

@@ -20,11 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cluster.detect import STAGES, DetectionSettings, Detector, InputRecord
-from cluster.files import read_events
-from cluster.output_size import record_bytes
-from cluster.rulefiles import load_rules_from_paths
+from cluster.processing.detector import STAGES, DetectionSettings, Detector, InputRecord
+from cluster.processing.output_size import record_bytes
+from cluster.sources.files import read_events
 from detectors.engine import SigmaEngine
+from detectors.rulefiles import load_rules_from_paths
 from models.eventtime import parse_time_ms
 from models.scorer import EntityScorer, ScorerConfig
 from tests.conftest import OTRF, ROOT
@@ -209,8 +209,12 @@ def test_an_engine_failure_dead_letters_the_record_with_stage_match() -> None:
 
 
 SHIPPED = load_rules_from_paths([ROOT / "rules"])
-_DATASET = [r.event for r in read_events(OTRF / "jsonl" / "credential_access" / "cmd_lsass_memory_dumpert_syscalls.jsonl")
-            if r.event is not None]
+_DUMPERT = OTRF / "jsonl" / "credential_access" / "cmd_lsass_memory_dumpert_syscalls.jsonl"
+# Without ../shared the property test mutates synthesized Sysmon events instead (one detected).
+_STAGER = dict(SYSMON, Image="C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe",
+               CommandLine="powershell.exe -NoP -enc " + "SQBFAFgAIAAoAE4AZQB3AC0ATwBiAGoAZQBjAHQA" * 2)
+_DATASET = ([r.event for r in read_events(_DUMPERT) if r.event is not None] if _DUMPERT.is_file()
+            else [dict(SYSMON), _STAGER])
 # Real events to mutate: those the shipped rules detect (so detections get built and cut), and others.
 _ENGINE = SigmaEngine(SHIPPED.rules)
 SEEDS = [e for e in _DATASET if _ENGINE.match(e)] + _DATASET[::10]

@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from cluster import cli_rules
 from cluster.cli import main
+from cluster.cli import rules as cli_rules
 from detectors.loader import Ruleset
 from detectors.regex_safety import backtracking_risks
 from tests.conftest import ROOT

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from cluster.files import read_events
+from cluster.sources.files import read_events
 from detectors.engine import SigmaEngine
 from detectors.loader import Ruleset
 from tests.conftest import SIGMA

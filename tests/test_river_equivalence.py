@@ -43,7 +43,7 @@ def shuttle() -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
 def prequential(model, names: tuple[str, ...], X: np.ndarray) -> np.ndarray:
     scores = []
     for row in X:
-        x = dict(zip(names, row.tolist()))
+        x = dict(zip(names, row.tolist(), strict=True))
         scores.append(model.score_one(x))
         model.learn_one(x)
     return np.asarray(scores, dtype=np.float64)
@@ -107,7 +107,7 @@ def test_hst_equals_river_on_random_data(params: dict) -> None:
 def test_hst_with_limits_equals_river_on_raw_shuttle() -> None:
     names, X, _ = shuttle()
     X = X[:8000]
-    limits = {n: (float(lo), float(hi)) for n, lo, hi in zip(names, X.min(axis=0), X.max(axis=0))}
+    limits = {n: (float(lo), float(hi)) for n, lo, hi in zip(names, X.min(axis=0), X.max(axis=0), strict=True)}
     want = prequential(anomaly.HalfSpaceTrees(seed=3, limits=limits), names, X)
     assert np.array_equal(batch_prequential(HalfSpaceTrees(names, seed=3, limits=limits), X), want)
 
@@ -192,7 +192,7 @@ def test_compiled_per_entity_sad_equals_river_for_interleaved_entities() -> None
     sad_score_learn_slots(slots, values, allow, 25.0, 3.0, states, raw, learned)
     rivers = [anomaly.StandardAbsoluteDeviation(sub_stat=stats.Mean()) for _ in range(3)]
     seen = [0, 0, 0]
-    for i, (s, v, ok) in enumerate(zip(slots.tolist(), values.tolist(), allow.tolist())):
+    for i, (s, v, ok) in enumerate(zip(slots.tolist(), values.tolist(), allow.tolist(), strict=True)):
         want = rivers[s].score_one(None, v) if seen[s] >= 3 else 0.0
         assert raw[i] == want, i
         assert learned[i] == (ok and want < 25.0)

@@ -216,7 +216,9 @@ def test_every_windows_logsource_used_by_sigmahq_rules_is_routable_except_etw_ca
 
 
 def _manifest() -> list[dict[str, Any]]:
-    return json.loads((SIGMA / "regression" / "manifest.json").read_text(encoding="utf-8"))
+    path = SIGMA / "regression" / "manifest.json"
+    # Without ../shared there is nothing to parametrize over (conftest skips the data tests).
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
 
 
 @pytest.mark.parametrize("sample", _manifest(), ids=lambda s: s["rule_id"])

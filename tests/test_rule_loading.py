@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from cluster.cli import main
-from cluster.rulefiles import load_rules_from_paths
 from detectors.evaluate import build_matcher
 from detectors.loader import Ruleset
+from detectors.rulefiles import load_rules_from_paths
 from tests.conftest import RULE_DIRS, SIGMA
 from tests.ruletools import rule_yaml
 

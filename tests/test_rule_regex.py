@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from cluster.files import read_events
+from cluster.sources.files import read_events
 from detectors.engine import SigmaEngine
 from detectors.ir import And, FieldTest, Keyword, Node, Not, Or, Regex, StrPattern
 from detectors.loader import Ruleset, RuleSource, load_ruleset

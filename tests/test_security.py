@@ -33,8 +33,8 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from cluster.config import ClusterConfig, config_from_dict, load_config
-from cluster.generator import generate
 from detectors.errors import ConfigError
+from models.datasets.generator import generate
 from tests.conftest import OTRF, ROOT
 
 SIGMARAY = [sys.executable, "-m", "cluster.cli"]

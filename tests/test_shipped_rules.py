@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 import yaml
 
-from cluster.files import read_events
-from cluster.rulefiles import load_rules_from_paths
+from cluster.sources.files import read_events
 from detectors.engine import SigmaEngine
 from detectors.ir import CompiledRule
 from detectors.routing import LogSource, rule_applies
+from detectors.rulefiles import load_rules_from_paths
 from tests.conftest import OTRF, ROOT, SIGMA, otrf_files
 
 RULES_DIR = ROOT / "rules"

@@ -9,11 +9,16 @@ The batch form exists for speed, never for different results: for any batching o
 (tests/test_model_contract.py checks this for every estimator). It may stop early (after
 `max_learn` learned rows, or, if it likes, when its own reference window swaps) and returns how
 far it got, so callers keep other windowed state (the calibrator) in step, row for row.
+
+`state_dict()` is the estimator's whole state as plain data (models/serialization.py), with an
+`"estimator"` key naming its class; `from_state_dict` rebuilds it, so that restoring and going
+on gives exactly the scores of never stopping (tests/test_model_contract.py checks this too).
 """
 
 from __future__ import annotations
 
-from typing import Protocol, Self
+from collections.abc import Mapping
+from typing import Any, Protocol, Self
 
 import numpy as np
 
@@ -27,6 +32,15 @@ class Estimator(Protocol):
 
     def clone(self) -> Self:
         """A fresh, unfitted estimator with the same parameters."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Parameters and learned state as plain data, `"estimator"` naming the class."""
+        ...
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> Self:
+        """The estimator `state` describes; ValueError when it describes another class."""
         ...
 
     def score_learn_many(
@@ -51,8 +65,8 @@ def sequential_score_learn(
     scores: list[float] = []
     learned: list[bool] = []
     count = 0
-    for row, ok in zip(X, allow):
-        x = dict(zip(names, row.tolist()))
+    for row, ok in zip(X, allow, strict=True):
+        x = dict(zip(names, row.tolist(), strict=True))
         score = model.score_one(x)
         scores.append(score)
         learn = bool(ok) and score < cutoff

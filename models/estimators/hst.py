@@ -215,29 +215,64 @@ class HalfSpaceTrees:
             self._counter = 0
             self._warm = True
 
-    # ------------------------------------------------------------------ pickling
+    # ------------------------------------------------------------------ state
 
-    def __getstate__(self) -> dict[str, Any]:
-        # Masses never exceed window_size and features index a short tuple: store them narrow.
+    def state_dict(self) -> dict[str, Any]:
+        """Parameters, trees and mass profiles as plain data (models/serialization.py).
+
+        The trees are kept although a seed redraws them: a restored model must not depend on
+        how a later version of this code (or of `random`) draws. Masses never exceed
+        `window_size` and features index a short tuple, so both are stored narrow.
+
+        >>> hst = HalfSpaceTrees(("a", "b"), n_trees=2, height=3, window_size=4, seed=1)
+        >>> for v in (0.1, 0.2, 0.9, 0.3, 0.2):
+        ...     hst.learn_one({"a": v, "b": 1 - v})
+        >>> back = HalfSpaceTrees.from_state_dict(hst.state_dict())
+        >>> back.score_one({"a": 0.9, "b": 0.9}) == hst.score_one({"a": 0.9, "b": 0.9}) > 0
+        True
+        """
         mass = np.min_scalar_type(self.window_size)
-        state = {name: getattr(self, name) for name in self.__slots__ if name != "_lists"}
-        state["_feature"] = self._feature.astype(np.min_scalar_type(len(self.feature_names)))
-        state["_r"] = self._r.astype(mass)
-        state["_l"] = self._l.astype(mass)
-        if not self.scale:
-            del state["_lo"], state["_hi"]
-        return state
+        return {
+            "estimator": type(self).__name__,
+            "feature_names": list(self.feature_names), "n_trees": self.n_trees, "height": self.height,
+            "window_size": self.window_size, "seed": self.seed, "scale": self.scale,
+            "limits": {name: [float(lo), float(hi)] for name, (lo, hi) in self.limits.items()} if self.limits else None,
+            "feature": self._feature.astype(np.min_scalar_type(len(self.feature_names))),
+            "threshold": self._threshold.copy(),
+            "r": self._r.astype(mass), "l": self._l.astype(mass),
+            "counter": self._counter, "warm": self._warm,
+            "lo": self._lo.copy() if self.scale else None, "hi": self._hi.copy() if self.scale else None,
+        }
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        for name, value in state.items():
-            setattr(self, name, value)
-        self._feature = self._feature.astype(np.int64)
-        self._r = self._r.astype(np.int64)
-        self._l = self._l.astype(np.int64)
-        self._lists = None
-        if not self.scale:
-            width = len(self.feature_names)
-            self._lo, self._hi = np.full(width, math.inf), np.full(width, -math.inf)
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> Self:
+        """The model `state_dict` describes, without drawing its trees again."""
+        if state.get("estimator") != cls.__name__:
+            raise ValueError(f"not a {cls.__name__} state: {state.get('estimator')!r}")
+        model = cls.__new__(cls)
+        model.feature_names = tuple(state["feature_names"])
+        model.n_trees, model.height, model.window_size = int(state["n_trees"]), int(state["height"]), int(state["window_size"])
+        model.seed, model.scale = state["seed"], bool(state["scale"])
+        limits = state["limits"]
+        model.limits = {name: (lo, hi) for name, (lo, hi) in limits.items()} if limits else None
+        internal, nodes = 2 ** model.height - 1, model.n_trees * model._nodes_per_tree
+        model._feature = np.array(state["feature"], dtype=np.int64).reshape(model.n_trees * internal)
+        model._threshold = np.array(state["threshold"], dtype=np.float64).reshape(model.n_trees * internal)
+        model._r = np.array(state["r"], dtype=np.int64).reshape(nodes)
+        model._l = np.array(state["l"], dtype=np.int64).reshape(nodes)
+        model._counter, model._warm = int(state["counter"]), bool(state["warm"])
+        width = len(model.feature_names)
+        if model.scale:
+            model._lo = np.array(state["lo"], dtype=np.float64).reshape(width)
+            model._hi = np.array(state["hi"], dtype=np.float64).reshape(width)
+        else:
+            model._lo, model._hi = np.full(width, math.inf), np.full(width, -math.inf)
+        model._lists = None
+        return model
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickling goes through the state dict: one description of the state, not two.
+        return type(self).from_state_dict, (self.state_dict(),)
 
     def __repr__(self) -> str:
         return (f"HalfSpaceTrees(n_trees={self.n_trees}, height={self.height}, "
@@ -280,11 +315,11 @@ def _draw_trees(
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
 def _score_learn(X: np.ndarray, allow: np.ndarray, cutoff: float, max_learn: int, feature: np.ndarray,
-                 threshold: np.ndarray, r: np.ndarray, l: np.ndarray, counters: np.ndarray, lo: np.ndarray,
+                 threshold: np.ndarray, r: np.ndarray, latest: np.ndarray, counters: np.ndarray, lo: np.ndarray,
                  hi: np.ndarray, scale: bool, height: int, n_trees: int, window: int, scores: np.ndarray,
                  learned: np.ndarray) -> int:
     """score_one then (if allowed and below cutoff) learn_one, row after row; stops after
-    `max_learn` learned rows. counters = [rows learned into l since the swap, warm]. Returns the
+    `max_learn` learned rows. counters = [rows learned into `latest` since the swap, warm]. Returns the
     number of rows done."""
     internal = 2**height - 1
     per_tree = 2 ** (height + 1) - 1
@@ -325,15 +360,15 @@ def _score_learn(X: np.ndarray, allow: np.ndarray, cutoff: float, max_learn: int
             _scaled(x, lo, hi, scale, z)
         for tree in range(n_trees):
             base, at, node = tree * per_tree, tree * internal, 0
-            l[base] += 1
-            for depth in range(height):
+            latest[base] += 1
+            for _ in range(height):
                 k = at + node
                 node = 2 * node + 1 if z[feature[k]] < threshold[k] else 2 * node + 2
-                l[base + node] += 1
+                latest[base + node] += 1
         counters[0] += 1
         if counters[0] >= window:
-            r[:] = l
-            l[:] = 0
+            r[:] = latest
+            latest[:] = 0
             counters[0] = 0
             counters[1] = 1
         taught += 1

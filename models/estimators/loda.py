@@ -10,10 +10,12 @@ the one-row-at-a-time loop.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Self
 
 import numpy as np
-from river import anomaly, compose, preprocessing
+from river import anomaly, compose, preprocessing, sketch
+from river.sketch.histogram import Bin
 
 from models.estimators.base import sequential_score_learn
 
@@ -82,6 +84,69 @@ class LODA:
         self, X: np.ndarray, allow: np.ndarray, cutoff: float, max_learn: int
     ) -> tuple[np.ndarray, np.ndarray]:
         return sequential_score_learn(self, X, allow, cutoff, max_learn)
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Parameters, River's projections and histograms (and scaler ranges) as plain data.
+
+        River draws from its random generator only when the first learned row fixes the
+        projections, so the projections are the state and the generator's position is not.
+
+        >>> model = LODA(("a", "b"), n_bins=4, n_random_cuts=3, seed=2)
+        >>> for v in (0.1, 0.2, 0.9, 0.3, 0.25):
+        ...     model.learn_one({"a": v, "b": 1 - v})
+        >>> back = LODA.from_state_dict(model.state_dict())
+        >>> back.score_one({"a": 0.5, "b": 0.2}) == model.score_one({"a": 0.5, "b": 0.2})
+        True
+        """
+        detector, scaler = self._parts()
+        return {
+            "estimator": type(self).__name__,
+            "feature_names": list(self.feature_names), "n_bins": self.n_bins, "n_random_cuts": self.n_random_cuts,
+            "seed": self.seed, "scale": self.scale,
+            "features": list(detector.features_),
+            # Features and weights as two lists: a projection sums in this order, and float sums
+            # depend on it.
+            "projections": [[list(p), list(p.values())] for p in detector.projections_],
+            "histograms": [{"max_bins": h.max_bins, "n": h.n, "left": [b.left for b in h.data],
+                            "right": [b.right for b in h.data], "count": [b.count for b in h.data]}
+                           for h in detector.histograms_],
+            "scaler": None if scaler is None else {"min": {k: v.get() for k, v in scaler.min.items()},
+                                                   "max": {k: v.get() for k, v in scaler.max.items()}},
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> Self:
+        if state.get("estimator") != cls.__name__:
+            raise ValueError(f"not a {cls.__name__} state: {state.get('estimator')!r}")
+        model = cls(tuple(state["feature_names"]), n_bins=int(state["n_bins"]),
+                    n_random_cuts=int(state["n_random_cuts"]), seed=state["seed"], scale=bool(state["scale"]))
+        detector, scaler = model._parts()
+        detector.features_ = list(state["features"])
+        detector.projections_ = [dict(zip(names, weights, strict=True)) for names, weights in state["projections"]]
+        for saved in state["histograms"]:
+            histogram = sketch.Histogram(max_bins=int(saved["max_bins"]))
+            histogram.n = saved["n"]
+            histogram.data.extend(Bin(*edges) for edges in zip(saved["left"], saved["right"], saved["count"], strict=True))
+            detector.histograms_.append(histogram)
+        ranges = state["scaler"]
+        if scaler is not None and ranges is not None:
+            for name, low in ranges["min"].items():
+                scaler.min[name].update(low)
+            for name, high in ranges["max"].items():
+                scaler.max[name].update(high)
+        return model
+
+    def _parts(self) -> tuple[Any, Any]:
+        """(River's LODA, its MinMaxScaler or None)."""
+        if self.scale:
+            return self._model["LODA"], self._model["MinMaxScaler"]
+        return self._model, None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickling goes through the state dict: one description of the state, not two.
+        return type(self).from_state_dict, (self.state_dict(),)
 
     def __repr__(self) -> str:
         return f"LODA(n_bins={self.n_bins}, n_random_cuts={self.n_random_cuts}, seed={self.seed}, scale={self.scale})"

@@ -14,7 +14,8 @@ updates and therefore hold the same value, so one mean here is enough.
 
 from __future__ import annotations
 
-from typing import Self
+from collections.abc import Mapping
+from typing import Any, Self
 
 import numba
 import numpy as np
@@ -135,12 +136,30 @@ class StandardAbsoluteDeviation:
         # Every learned value changes the mean: no block shortcut, the loop is the batch form.
         return sequential_score_learn(self, X, allow, cutoff, max_learn)
 
-    def __getstate__(self) -> tuple[str, tuple[str, ...], SadState]:
-        return self.feature_name, self.feature_names, self.state
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data: the feature it reads, the columns it is given and (count, mean, m2).
 
-    def __setstate__(self, state: tuple[str, tuple[str, ...], SadState]) -> None:
-        self.__init__(state[0], state[1])  # type: ignore[misc]
-        self.state = state[2]
+        >>> model = StandardAbsoluteDeviation("rate_1m")
+        >>> model.learn_one({"rate_1m": 0.5})
+        >>> state = model.state_dict()
+        >>> state["estimator"], state["feature_name"], state["feature_names"], state["state"]
+        ('StandardAbsoluteDeviation', 'rate_1m', ['rate_1m'], [1.0, 0.5, 0.0])
+        """
+        return {"estimator": type(self).__name__, "feature_name": self.feature_name,
+                "feature_names": list(self.feature_names), "state": list(self.state)}
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> Self:
+        if state.get("estimator") != cls.__name__:
+            raise ValueError(f"not a {cls.__name__} state: {state.get('estimator')!r}")
+        model = cls(state["feature_name"], tuple(state["feature_names"]))
+        n, mean, m2 = state["state"]
+        model.state = (float(n), float(mean), float(m2))
+        return model
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickling goes through the state dict: one description of the state, not two.
+        return type(self).from_state_dict, (self.state_dict(),)
 
     def __repr__(self) -> str:
         n, mean, _ = self.state

@@ -63,7 +63,8 @@ class Feature:
             raise ValueError(f"feature {self.name!r}: `extract` and `inputs` go together")
 
     def __reduce__(self) -> tuple[Callable[..., Feature], tuple[str, str]]:
-        # A checkpoint names the feature instead of pickling its compiled kernel.
+        # A pickled scorer names the feature instead of pickling its compiled kernel (a checkpoint
+        # names it in the state dict, and the restoring scorer is given the features).
         return _load_feature, (getattr(self.kernel, "py_func", self.kernel).__module__, self.name)
 
 

@@ -1,0 +1,123 @@
+"""The one way to build a Kafka client: every consumer, producer and admin client of the project
+is made here, from the cluster's `kafka` settings (bootstrap servers plus `kafka.client`, which
+carries SASL/TLS), so a secured cluster's settings reach every client and no client is built by
+hand with half of them.
+
+Clients are created inside the process that uses them: they cannot be pickled.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from cluster.config import KafkaConfig
+
+Kafka = KafkaConfig | str  # the cluster's settings, or a bare bootstrap address (dev broker, tests)
+
+
+def settings(kafka: Kafka, **overrides: Any) -> dict[str, Any]:
+    """librdkafka settings: bootstrap, then `kafka.client`, then what this client needs."""
+    if isinstance(kafka, str):
+        return {"bootstrap.servers": kafka, **overrides}
+    return {"bootstrap.servers": kafka.bootstrap_servers, **kafka.client, **overrides}
+
+
+def consumer(kafka: Kafka, group: str, **overrides: Any) -> Consumer:
+    return Consumer(settings(kafka, **{"group.id": group, **overrides}))
+
+
+def producer(kafka: Kafka, **overrides: Any) -> Producer:
+    return Producer(settings(kafka, **overrides))
+
+
+def admin(kafka: Kafka, **overrides: Any) -> AdminClient:
+    return AdminClient(settings(kafka, **overrides))
+
+
+def existing_topics(kafka: Kafka, timeout: float = 10) -> dict[str, int]:
+    """Topic name -> partition count, for the topics the broker has (KafkaException when down)."""
+    metadata = admin(kafka).list_topics(timeout=timeout)
+    return {name: len(info.partitions) for name, info in metadata.topics.items() if info.error is None}
+
+
+def missing_topics(kafka: Kafka, names: Sequence[str], timeout: float = 5) -> list[str] | None:
+    """Which of `names` the broker lacks; None when the broker does not answer."""
+    try:
+        found = existing_topics(kafka, timeout)
+    except KafkaException:
+        return None
+    return [name for name in names if name and name not in found]
+
+
+def partitions(kafka: Kafka, topics: Sequence[str], timeout: float = 10) -> list[tuple[str, int]]:
+    """Every partition of the topics that exist, in a stable order (a missing topic has none yet)."""
+    metadata = admin(kafka).list_topics(timeout=timeout)
+    found: list[tuple[str, int]] = []
+    for topic in topics:
+        info = metadata.topics.get(topic)
+        if info is None:
+            continue  # not created yet: picked up by a later rebalance
+        if info.error is not None:
+            raise RuntimeError(f"metadata of topic {topic}: {info.error}")
+        found.extend((topic, p) for p in sorted(info.partitions))
+    return found
+
+
+def create_topics(kafka: Kafka, topics: Mapping[str, int], config: Mapping[str, str] | None = None,
+                  exist_ok: bool = True) -> None:
+    """Creates topics with their partition counts (replication factor 1: the dev broker; a real
+    cluster's operator creates its topics)."""
+    client = admin(kafka)
+    futures = client.create_topics([NewTopic(name, count, 1, config=dict(config or {})) for name, count in topics.items()])
+    for future in futures.values():
+        try:
+            future.result(30)
+        except KafkaException as error:
+            if not (exist_ok and "TOPIC_ALREADY_EXISTS" in str(error)):
+                raise
+
+
+def delete_topics(kafka: Kafka, names: Sequence[str]) -> None:
+    futures = admin(kafka).delete_topics(list(names))
+    for future in futures.values():
+        try:
+            future.result(30)
+        except KafkaException:
+            pass  # already gone
+
+
+def committed_total(kafka: Kafka, group: str, topic: str, count: int, timeout: float = 10) -> int:
+    """The group's committed offsets over the first `count` partitions of a topic, summed."""
+    client = consumer(kafka, group)
+    try:
+        offsets = client.committed([TopicPartition(topic, p) for p in range(count)], timeout=timeout)
+    finally:
+        client.close()
+    return sum(max(o.offset, 0) for o in offsets)
+
+
+def produce_all(client: Producer, topic: str, records: Sequence[tuple[bytes | None, bytes]], timeout: float = 60) -> None:
+    """Produces (key, value) records and waits until every one is acknowledged."""
+    for key, value in records:
+        while True:
+            try:
+                client.produce(topic, value, key=key)
+                break
+            except BufferError:
+                client.poll(0.1)
+    if client.flush(timeout):
+        raise KafkaException(f"records to {topic} were not acknowledged within {timeout} s")
+
+
+def wait_until(check: Any, timeout: float, every: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(every)
+    return bool(check())

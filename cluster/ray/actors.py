@@ -1,0 +1,285 @@
+"""Ray actors: a supervisor that owns the partition assignment, and the workers it runs.
+
+Only plain values cross actor boundaries (config dicts, partition lists, metrics dicts).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import asdict
+from typing import Any
+
+import ray
+
+from cluster.config import ClusterConfig, config_from_dict
+
+SUPERVISOR_NAME = "sigmaray-supervisor"
+NAMESPACE = "sigmaray"
+
+
+def config_to_dict(config: ClusterConfig) -> dict[str, Any]:
+    data = asdict(config)
+    for section in ("kafka", "rules"):
+        for key, value in data[section].items():
+            if isinstance(value, tuple):
+                data[section][key] = list(value)
+    return data
+
+
+@ray.remote(max_concurrency=4)
+class PartitionWorker:
+    """Runs a PartitionLoop in a thread; assignment and metrics calls run beside it."""
+
+    def __init__(self, config: dict[str, Any], worker: str) -> None:
+        from cluster.kafka.partition_loop import PartitionLoop  # Kafka clients live in this process
+
+        self.loop = PartitionLoop(config_from_dict(config), worker)
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"loop-{worker}", daemon=True)
+        self.error: str | None = None
+        self.thread.start()
+        self.exporter = threading.Thread(target=self._export, name=f"metrics-{worker}", daemon=True)
+        self.exporter.start()
+
+    def _export(self) -> None:
+        """Publishes the loop's counters through Ray's Prometheus metrics endpoint."""
+        from ray.util.metrics import Counter, Gauge
+
+        tags = ("worker",)
+        counters = {
+            name: Counter(f"sigmaray_{name}_total", description=text, tag_keys=tags)
+            for name, text in (
+                ("events_in", "records consumed"),
+                ("detections_out", "detections produced"),
+                ("anomalies_out", "anomaly detections produced"),
+                ("dead_letters", "records sent to the dead-letter topic"),
+                ("redelivered_batches", "batches processed again after a failed delivery or commit"),
+                ("truncated", "outputs cut down to fit their topic's size limit"),
+            )
+        }
+        batch_ms = Gauge("sigmaray_batch_latency_ms", description="last batch processing time", tag_keys=tags)
+        lag = Gauge("sigmaray_consumer_lag", description="records behind the high watermark", tag_keys=tags)
+        rule_hits = Counter("sigmaray_rule_hits_total", description="detections per rule", tag_keys=("worker", "rule"))
+        by_stage = Counter("sigmaray_dead_letters_by_stage_total", description="dead letters per failing stage",
+                           tag_keys=("worker", "stage"))
+        sent: dict[str, int] = {}
+        sent_hits: dict[str, int] = {}
+        sent_stages: dict[str, int] = {}
+        worker = self.loop.metrics.worker
+        while not self.stop_event.wait(2.0):
+            metrics = self.loop.metrics
+            for name, counter in counters.items():
+                value = getattr(metrics, name)
+                if value > sent.get(name, 0):
+                    counter.inc(value - sent.get(name, 0), tags={"worker": worker})
+                    sent[name] = value
+            for rule, value in list(metrics.rule_hits.items()):
+                if value > sent_hits.get(rule, 0):
+                    rule_hits.inc(value - sent_hits.get(rule, 0), tags={"worker": worker, "rule": rule})
+                    sent_hits[rule] = value
+            for stage, value in list(metrics.dead_letters_by_stage.items()):
+                if value > sent_stages.get(stage, 0):
+                    by_stage.inc(value - sent_stages.get(stage, 0), tags={"worker": worker, "stage": stage})
+                    sent_stages[stage] = value
+            batch_ms.set(metrics.last_batch_ms, tags={"worker": worker})
+            lag.set(sum(metrics.lag.values()), tags={"worker": worker})
+
+    def _run(self) -> None:
+        try:
+            self.loop.run(self.stop_event)
+        except Exception as error:  # reported through ping(); the supervisor replaces us
+            self.error = f"{type(error).__name__}: {error}"
+
+    def assign(self, partitions: list[tuple[str, int]]) -> bool:
+        """Returns once the loop runs with the new assignment (False if it did not within 60 s)."""
+        return self.loop.assign([tuple(p) for p in partitions], wait=60)  # type: ignore[misc]
+
+    def model_command(self, command: str, name: str = "") -> dict[str, Any]:
+        return self.loop.model_command(command, name)
+
+    def ping(self) -> dict[str, Any]:
+        return {"alive": self.thread.is_alive(), "error": self.error}
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def metrics(self) -> dict[str, Any]:
+        data = self.loop.metrics.to_dict()
+        if self.loop.models is not None:
+            data["models"] = self.loop.models.metrics()
+        return data
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(30)
+
+
+@ray.remote(max_concurrency=4)
+class Supervisor:
+    """Assigns every input partition to exactly one worker; replaces dead workers."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.parsed = config_from_dict(config)
+        self.workers: dict[str, Any] = {}
+        self.generation = 0
+        self.restarts = 0
+        # False until a rebalance has gone through: a failed one (broker down) is retried by the
+        # watch, or the partitions of a replaced worker would stay unowned.
+        self.balanced = False
+        self.last_error: str | None = None  # current only: cleared by the next quiet watch round
+        self.worker_errors: list[str] = []  # why replaced workers were replaced
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.monitor = threading.Thread(target=self._watch, daemon=True)
+
+    def start(self) -> list[str]:
+        """Starts the workers. A missing output topic is an error; an unreachable broker is not:
+        the workers wait for it and the watch assigns partitions once it answers."""
+        self._check_output_topics()
+        try:
+            self.scale(self.parsed.workers)
+        except Exception as error:  # the rebalance needs topic metadata; retried by the watch
+            self.last_error = f"{type(error).__name__}: {error}"
+        self.monitor.start()
+        return sorted(self.workers)
+
+    def _check_output_topics(self) -> None:
+        """Workers produce to these; a missing one would stall every batch, so say so up front."""
+        from cluster.kafka.client import missing_topics
+
+        kafka = self.parsed.kafka
+        missing = missing_topics(kafka, [kafka.detections_topic, kafka.dead_letter_topic])
+        if missing:  # None: broker unreachable now; workers wait for it and report the outage in status
+            raise RuntimeError(f"output topic(s) {', '.join(missing)} do not exist on {kafka.bootstrap_servers}: "
+                               "create them (or enable auto.create.topics.enable on the broker)")
+
+    def partitions(self) -> list[tuple[str, int]]:
+        from cluster.kafka.client import partitions
+
+        return partitions(self.parsed.kafka, self.parsed.kafka.input_topics)
+
+    def scale(self, count: int) -> list[str]:
+        """Change the number of workers on a running cluster, then reassign partitions."""
+        with self.lock:
+            while len(self.workers) < count:
+                self.generation += 1
+                name = f"worker-{self.generation}"
+                self.workers[name] = PartitionWorker.options(name=f"sigmaray-{name}", namespace=NAMESPACE).remote(
+                    self.config, name
+                )
+            while len(self.workers) > count:
+                name = sorted(self.workers)[-1]
+                worker = self.workers.pop(name)
+                ray.get(worker.stop.remote(), timeout=60)
+                ray.kill(worker)
+            self._rebalance()
+            return sorted(self.workers)
+
+    def _rebalance(self) -> None:
+        names = sorted(self.workers)
+        plan: dict[str, list[tuple[str, int]]] = {n: [] for n in names}
+        for i, partition in enumerate(self.partitions()):
+            plan[names[i % len(names)]].append(partition)
+        self.balanced = False
+        # Release first, then grant: one owner per partition at any time.
+        for step in ({n: [] for n in names}, plan):
+            applied = ray.get([self.workers[n].assign.remote(step[n]) for n in names], timeout=120)
+            if not all(applied):
+                raise RuntimeError("a worker did not apply its assignment within 60 s")
+        self.balanced = True
+
+    def _watch(self) -> None:
+        while not self.stop_event.wait(2.0):
+            try:
+                self._replace_dead()
+                if not self.balanced:
+                    with self.lock:
+                        if not self.stop_event.is_set():
+                            self._rebalance()
+                self.last_error = None  # a quiet round: what went wrong before has recovered
+            except Exception as error:  # e.g. the broker is down during a rebalance: try again
+                self.last_error = f"{type(error).__name__}: {error}"
+
+    def _replace_dead(self) -> None:
+        dead: dict[str, str] = {}
+        for name, worker in self._snapshot().items():
+            try:
+                health = ray.get(worker.ping.remote(), timeout=10)
+                if not health["alive"]:
+                    dead[name] = f"{name}: {health['error']}"
+            except Exception as error:  # the actor process is gone (killed, crashed, node lost) or hangs
+                dead[name] = f"{name}: {type(error).__name__}"
+        if not dead:
+            return
+        # The table changes only under the lock, and not at all once shutdown has begun.
+        with self.lock:
+            if self.stop_event.is_set():
+                return
+            for name, reason in dead.items():
+                worker = self.workers.pop(name, None)
+                if worker is None:
+                    continue  # scaled away meanwhile
+                self.worker_errors.append(reason)
+                try:
+                    ray.kill(worker)
+                except Exception:
+                    pass  # already gone
+                self.restarts += 1
+                self.generation += 1
+                new_name = f"worker-{self.generation}"
+                self.workers[new_name] = PartitionWorker.options(
+                    name=f"sigmaray-{new_name}", namespace=NAMESPACE
+                ).remote(self.config, new_name)
+            self._rebalance()
+
+    def _snapshot(self) -> dict[str, Any]:
+        """A copy of the worker table to iterate while calls to the workers wait (dict() copies in
+        one step under the GIL; iterating the live table across a ray.get is what raced before)."""
+        return dict(self.workers)
+
+    def model_command(self, command: str, name: str = "") -> dict[str, Any]:
+        """Applies a model command on every worker (between their batches) and remembers it, so
+        workers started later run the same models."""
+        with self.lock:
+            replies = {n: ray.get(w.model_command.remote(command, name), timeout=120)
+                       for n, w in sorted(self._snapshot().items())}
+            errors = {n: r["error"] for n, r in replies.items() if "error" in r}
+            if not errors:
+                models = self.config.setdefault("models", {})
+                first = next(iter(replies.values()), {})
+                if first.get("model"):
+                    models["model"] = first["model"].split("@")[0]
+                models["shadow"] = (first.get("shadow") or "").split("@")[0]
+            return {"workers": replies, "errors": errors}
+
+    def worker_pids(self) -> dict[str, int]:
+        return {name: ray.get(worker.pid.remote(), timeout=30) for name, worker in sorted(self._snapshot().items())}
+
+    def status(self) -> dict[str, Any]:
+        rows = []
+        for name, worker in sorted(self._snapshot().items()):
+            try:
+                rows.append(ray.get(worker.metrics.remote(), timeout=10))
+            except Exception as error:
+                rows.append({"worker": name, "error": str(error)})
+        return {"workers": rows, "restarts": self.restarts, "last_error": self.last_error,
+                "replaced": list(self.worker_errors[-5:])}
+
+    def shutdown(self) -> None:
+        """Stops the watch, lets every worker finish its batch, then ends the worker processes.
+        Safe while the watch is replacing a worker: the table is taken over under the lock, and
+        the watch changes nothing once the stop is set."""
+        self.stop_event.set()
+        with self.lock:
+            workers, self.workers = dict(self.workers), {}
+        for worker in workers.values():
+            try:
+                ray.get(worker.stop.remote(), timeout=60)
+            except Exception:
+                pass  # already dead
+            try:
+                ray.kill(worker)
+            except Exception:
+                pass

@@ -1,0 +1,1 @@
+"""Events from files (JSON lines, EVTX), as the records a worker processes."""

@@ -1,0 +1,1 @@
+"""State that outlives a worker: model checkpoints with their offsets, and the attempt log."""
