@@ -77,7 +77,7 @@ def estimators(rows: int = 50_000, features: int = 10) -> dict[str, Any]:
 
     names = tuple(f"f{i}" for i in range(features))
     X = np.random.default_rng(0).random((rows, features))
-    dicts = [dict(zip(names, r.tolist())) for r in X]
+    dicts = [dict(zip(names, r.tolist(), strict=True)) for r in X]
     began = time.perf_counter()
     river = anomaly.HalfSpaceTrees(seed=1)
     river_scores = []

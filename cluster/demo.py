@@ -80,7 +80,9 @@ def run_demo(events: int = 20000, rate: float = 2000, seconds: float = 0, attack
         while True:
             message = viewer.poll(0.3)
             if message is not None and not message.error():
-                detection = orjson.loads(message.value())
+                value = message.value()
+                assert value is not None  # a detection, never a tombstone
+                detection = orjson.loads(value)
                 seen.append(detection)
                 by_rule[detection["rule"]["title"]] += 1
                 quiet_since = time.monotonic()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from sigma.conditions import (
     ConditionAND,
@@ -216,7 +216,8 @@ class _Compiler:
                 if values is None:
                     self.missing.append(part.name)
                     values = []
-                options.append([list(SigmaString(str(v)).s) for v in values])
+                # A SigmaString made from plain text holds no placeholders (only str and wildcards).
+                options.append([list(cast("list[str | SpecialChars]", SigmaString(str(v)).s)) for v in values])
             else:
                 options.append([[part]])
         combos = 1

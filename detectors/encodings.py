@@ -72,7 +72,7 @@ class Base64Modifier(SigmaBase64Modifier):
 
 
 class Base64OffsetModifier(SigmaBase64OffsetModifier):
-    def modify(self, val: SigmaString) -> SigmaExpansion:  # type: ignore[override]
+    def modify(self, val: SigmaString) -> SigmaExpansion:
         raw = _raw_bytes(self, val)
         return SigmaExpansion(
             [

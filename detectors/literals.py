@@ -7,13 +7,16 @@ question, and `tests/test_index_equivalence.py` runs the engine over both.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import ahocorasick
 
 try:
     import hyperscan
+
+    _HYPERSCAN = True
 except ImportError:  # pragma: no cover - hyperscan has wheels for x86-64 Linux only
-    hyperscan = None
+    _HYPERSCAN = False
 
 
 class AhoCorasickLiterals:
@@ -43,7 +46,7 @@ class HyperscanLiterals:
     name = "hyperscan"
 
     def __init__(self, literals: Sequence[str]) -> None:
-        assert hyperscan is not None
+        assert _HYPERSCAN
         # With only ASCII literals, Hyperscan's (ASCII) caseless mode gives the same answer on
         # ASCII text as searching the lowercased text, and saves lowering it.
         self._caseless = all(literal.isascii() and literal == literal.lower() for literal in literals)
@@ -75,8 +78,9 @@ class HyperscanLiterals:
         return self.find(text.lower())
 
 
-def _on_match(number: int, _start: int, _end: int, _flags: int, found: set[int]) -> None:
-    found.add(number)
+def _on_match(number: int, _start: int, _end: int, _flags: int, found: object) -> None:
+    # `found` is the set passed to scan() as its context (which Hyperscan types as object).
+    cast("set[int]", found).add(number)
 
 
 def _encode(text: str) -> bytes:
@@ -84,14 +88,14 @@ def _encode(text: str) -> bytes:
 
 
 LiteralSearch = AhoCorasickLiterals | HyperscanLiterals
-_DEFAULT = "hyperscan" if hyperscan is not None else "ahocorasick"
+_DEFAULT = "hyperscan" if _HYPERSCAN else "ahocorasick"
 
 
 def literal_search(literals: Sequence[str], backend: str | None = None) -> LiteralSearch:
     """A searcher over `literals` (non-empty strings) with the given or best backend."""
     chosen = backend or _DEFAULT
     if chosen == "hyperscan":
-        if hyperscan is None:
+        if not _HYPERSCAN:
             raise ValueError("the hyperscan backend is not installed")
         return HyperscanLiterals(literals)
     if chosen == "ahocorasick":
@@ -100,4 +104,4 @@ def literal_search(literals: Sequence[str], backend: str | None = None) -> Liter
 
 
 def available_backends() -> tuple[str, ...]:
-    return ("hyperscan", "ahocorasick") if hyperscan is not None else ("ahocorasick",)
+    return ("hyperscan", "ahocorasick") if _HYPERSCAN else ("ahocorasick",)

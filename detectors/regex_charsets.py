@@ -139,7 +139,7 @@ def _case_candidates() -> tuple[str, tuple[int, ...]]:
     try:
         from re._casefix import _EXTRA_CASES  # type: ignore[import-not-found]
     except ImportError:  # pragma: no cover - older Pythons keep them in re._compiler
-        from re._compiler import _ignorecase_fixes as _EXTRA_CASES  # type: ignore[import-not-found,attr-defined,no-redef]
+        from re._compiler import _ignorecase_fixes as _EXTRA_CASES  # type: ignore[import-not-found]
     for key, values in _EXTRA_CASES.items():
         points.add(key)
         points.update(values)
@@ -154,7 +154,7 @@ def item_set(op: object, av: object, flags: int) -> Ranges:
 
 
 def _freeze(av: object) -> object:
-    return tuple((op, _freeze(a)) for op, a in av) if isinstance(av, list) else av  # type: ignore[union-attr]
+    return tuple((op, _freeze(a)) for op, a in av) if isinstance(av, list) else av
 
 
 @functools.lru_cache(maxsize=4096)

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from detectors.errors import ConfigError
-from models.calibration import QuantileCalibrator
 from detectors.routing import LogsourceMapping
+from models.calibration import QuantileCalibrator
 from models.entities import DEFAULT_ENTITY_FIELDS, Entity, EntityMapping, EntityRule, extract_entities
 from models.estimators.base import Estimator
 from models.estimators.sad import sad_score_learn_slots

@@ -14,7 +14,8 @@ from detectors.ir import CompiledRule
 from detectors.loader import Ruleset, RuleSource, load_ruleset
 
 
-def rule_yaml(detection: str, logsource: str = "product: windows\n    category: process_creation", rule_id: str | None = None) -> str:
+def rule_yaml(detection: str, logsource: str = "product: windows\n    category: process_creation",
+              rule_id: str | None = None) -> str:
     return (
         f"title: test rule\nid: {rule_id or uuid.uuid4()}\nstatus: test\nlevel: high\n"
         f"logsource:\n    {logsource}\n"

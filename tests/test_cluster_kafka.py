@@ -121,7 +121,8 @@ def test_two_workers_on_three_partitions_process_every_event_and_match_offline_s
     assert headers["source.topic"] == topics["in"].encode() and b"invalid JSON" in headers["error"]
 
 
-def _kill_midstream(broker: str, ray_local: Any, guarantee: str) -> tuple[list[tuple[str, str]], set[tuple[str, str]], dict[str, Any]]:
+def _kill_midstream(broker: str, ray_local: Any,
+                    guarantee: str) -> tuple[list[tuple[str, str]], set[tuple[str, str]], dict[str, Any]]:
     """Runs 2 workers, kill -9s one after its first commit, returns (detections, offline, status)."""
     import os
     import signal

@@ -215,8 +215,8 @@ def test_odd_events_score_without_error_and_features_stay_in_the_unit_interval()
 def test_entity_fields_per_sigma_logsource_override_the_windows_defaults() -> None:
     import pytest
 
-    from cluster.config import config_from_dict
     from cluster.build import scorer_config
+    from cluster.config import config_from_dict
     from detectors.errors import ConfigError
 
     config = config_from_dict({"models": {"entities": [

@@ -39,7 +39,8 @@ def test_replay_on_ray_workers_writes_exactly_what_the_same_code_writes_in_one_p
     files = _files(tmp_path)
     out = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-m", "cluster.cli", "replay", "--workers", "2", "--address", ray_local.get_runtime_context().gcs_address,
+        [sys.executable, "-m", "cluster.cli", "replay", "--workers", "2",
+         "--address", ray_local.get_runtime_context().gcs_address,
          "--output", str(out), "--rules", str(ROOT / "rules"), *files],
         cwd=tmp_path, capture_output=True, text=True, timeout=600, env=_env())
     assert done.returncode == 0, done.stderr

@@ -3,6 +3,8 @@
 - `detectors/` (the Sigma engine) imports nothing of `models/` or `cluster/`;
 - `models/` (entity scoring) imports nothing of `cluster/`, and of the engine only its routing
   and errors;
+- `correlator/` (correlation rules, fusion, alerts) is pure too: it imports the engine and the
+  models, never `cluster/`;
 - Kafka (`confluent_kafka`) is imported only in `cluster/kafka/`, Ray only in `cluster/ray/`;
 - `cluster/processing/`, `cluster/sources/` and `cluster/state/` import neither;
 - the CLI (`cluster/cli/`) parses and prints: it reaches Kafka and Ray only through their
@@ -22,10 +24,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("detectors", "models", "cluster")
+WALKED = (*PACKAGES, "correlator")  # every package whose imports are checked
 
 
 def _modules() -> Iterator[tuple[str, Path]]:
-    for package in PACKAGES:
+    for package in WALKED:
         for path in sorted((ROOT / package).rglob("*.py")):
             relative = path.relative_to(ROOT).with_suffix("")
             parts = relative.parts[:-1] if relative.name == "__init__" else relative.parts
@@ -63,6 +66,8 @@ def _violations() -> list[str]:
             where = f"{path.relative_to(ROOT)}:{line} imports {name}"
             if _under(module, "detectors") and (_under(name, "cluster") or _under(name, "models")):
                 found.append(f"{where}: the engine must not depend on the runtime or the models")
+            if _under(module, "correlator") and _under(name, "cluster"):
+                found.append(f"{where}: the correlator's logic must not depend on the runtime")
             if _under(module, "models"):
                 if _under(name, "cluster"):
                     found.append(f"{where}: models must not depend on the runtime")

@@ -231,8 +231,8 @@ def test_bad_input_is_a_clear_error_or_a_counted_skip(capsys: pytest.CaptureFixt
 
 def test_evaluate_with_plain_arguments_gives_the_numbers_the_cli_prints(capsys: pytest.CaptureFixture[str]) -> None:
     import models
-    from cluster.config import load_config
     from cluster.build import scorer_config
+    from cluster.config import load_config
 
     code, out, err = _run(capsys, "models", "eval", "--model", "hst", "--generate", "4000", "--seed", "2",
                           "--no-rules", "--json")

@@ -68,7 +68,7 @@ def test_the_harness_records_come_out_cut_to_the_limit_with_their_source_and_not
 
     detections = [orjson.loads(o.value) for o in result.outputs if o.topic == "sigmaray.detections"]
     assert [d["source"]["offset"] for d in detections] == [101, 102, 103]
-    for detection, value in zip(detections, values[1:]):
+    for detection, value in zip(detections, values[1:], strict=True):
         event = detection["event"]
         assert detection["truncated"]["original_bytes"] >= len(value)
         assert {k: event[k] for k in SYSMON} == SYSMON  # who, where, when and what ran survive every cut

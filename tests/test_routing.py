@@ -101,7 +101,7 @@ class _Thor:
             choices = [v if isinstance(v, list) else [v] for v in cat["conditions"].values()]
             for channel in self.service_channels[cat["logsource"].service]:
                 for combo in itertools.product(*choices):
-                    yield cat["name"], {"Channel": channel, **dict(zip(fields, combo))}
+                    yield cat["name"], {"Channel": channel, **dict(zip(fields, combo, strict=True))}
 
 
 def test_default_mapping_routes_every_thor_windows_entry_to_the_same_logsource_and_fieldmappings(
@@ -296,7 +296,8 @@ def test_hints_add_to_channel_routing_and_read_configured_fields(tmp_path: Path)
     assert custom.route({"meta": {"os": "macOS"}, "kind": "file_event"}).logsources == {LogSource("macos", "file_event")}
     assert custom.route({"logsource_product": "linux"}).logsources == frozenset()  # default hints replaced
     sysmon = "Microsoft-Windows-Sysmon/Operational"
-    assert LogSource("windows", "file_event", "sysmon") in custom.route({"Channel": sysmon, "EventID": 29, "Extra": "b"}).logsources
+    assert LogSource("windows", "file_event", "sysmon") in custom.route(
+        {"Channel": sysmon, "EventID": 29, "Extra": "b"}).logsources
     assert LogSource("windows", "file_event", "sysmon") not in custom.route({"Channel": sysmon, "EventID": 29}).logsources
     etw = custom.route({"Channel": "Microsoft-Windows-Kernel-File/Analytic", "meta": {"os": "windows"}, "kind": "file_access"})
     assert etw.logsources == {LogSource("windows"), LogSource("windows", "file_access")}
@@ -316,10 +317,14 @@ _VALID_SERVICE = "services:\n  sysmon:\n    channels: [Microsoft-Windows-Sysmon/
         ("product: windows\n", "services"),
         ("services:\n  sysmon: {}\n", "services.sysmon.channels"),
         ("services:\n  sysmon:\n    channels: Microsoft-Windows-Sysmon/Operational\n", "services.sysmon.channels"),
-        (_VALID_SERVICE + "    categories:\n      process_creation: {EventID: 1}\n", "services.sysmon.categories.process_creation"),
-        (_VALID_SERVICE + "    categories:\n      process_creation: {when: {}}\n", "services.sysmon.categories.process_creation.when"),
-        (_VALID_SERVICE + "    categories:\n      x: {when: {EventID: [1, {a: b}]}}\n", "services.sysmon.categories.x.when.EventID"),
-        (_VALID_SERVICE + "    categories:\n      x: {when: {EventID: 1}, fieldmappings: [Image]}\n", "services.sysmon.categories.x.fieldmappings"),
+        (_VALID_SERVICE + "    categories:\n      process_creation: {EventID: 1}\n",
+         "services.sysmon.categories.process_creation"),
+        (_VALID_SERVICE + "    categories:\n      process_creation: {when: {}}\n",
+         "services.sysmon.categories.process_creation.when"),
+        (_VALID_SERVICE + "    categories:\n      x: {when: {EventID: [1, {a: b}]}}\n",
+         "services.sysmon.categories.x.when.EventID"),
+        (_VALID_SERVICE + "    categories:\n      x: {when: {EventID: 1}, fieldmappings: [Image]}\n",
+         "services.sysmon.categories.x.fieldmappings"),
         ("hints: {product: [logsource.]}\n" + _VALID_SERVICE, "hints.product[0]"),
     ],
 )

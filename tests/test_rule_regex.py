@@ -198,7 +198,9 @@ def _patterns() -> st.SearchStrategy[str]:
 
 
 @settings(max_examples=400, deadline=None)
-@given(pattern=_patterns(), flags=st.sampled_from([0, re.IGNORECASE, re.MULTILINE, re.DOTALL, re.IGNORECASE | re.MULTILINE, re.ASCII, re.ASCII | re.IGNORECASE]),
+@given(pattern=_patterns(),
+       flags=st.sampled_from([0, re.IGNORECASE, re.MULTILINE, re.DOTALL, re.IGNORECASE | re.MULTILINE,
+                              re.ASCII, re.ASCII | re.IGNORECASE]),
        texts=st.lists(_TEXT, min_size=1, max_size=4))
 def test_random_patterns_match_like_re_on_tricky_text(pattern: str, flags: int, texts: list[str]) -> None:
     try:

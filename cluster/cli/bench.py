@@ -31,7 +31,8 @@ def register(commands: Any) -> None:
         "indexed engine (cold caches; events_per_s) and a fresh plain engine (baseline_events_per_s) "
         "over all events, alternating every 1,000 events so machine noise hits both alike; speedup "
         "is the median of the per-pass ratios. A second indexed pass gives warm_events_per_s. Rule loading "
-        "and compilation are timed separately (compile_s), and so is building the index (engine_build_s). Exits 1 if the modes disagree.",
+        "and compilation are timed separately (compile_s), and so is building the index (engine_build_s). "
+        "Exits 1 if the modes disagree.",
     )
     add_rule_options(engine)
     engine.add_argument("--events", action="append", required=True, metavar="FILE", help="JSON lines or .evtx; repeat for more")
@@ -60,7 +61,8 @@ def _pass(engine: SigmaEngine, events: list[dict[str, Any]]) -> tuple[float, int
     return time.perf_counter() - started, matches
 
 
-def _interleaved(indexed: SigmaEngine, plain: SigmaEngine, events: list[dict[str, Any]], chunk: int = 1000) -> tuple[float, float, int, int]:
+def _interleaved(indexed: SigmaEngine, plain: SigmaEngine, events: list[dict[str, Any]],
+                 chunk: int = 1000) -> tuple[float, float, int, int]:
     """Both modes over the same events, alternating chunk by chunk, so that a noisy neighbour
     slows both alike and their ratio stays meaningful. Returns seconds and matches per mode."""
     indexed_s = plain_s = 0.0

@@ -44,5 +44,6 @@ def _send(args: argparse.Namespace, command: str) -> int:
             if "error" in row:
                 print(f"{worker:<12} error: {row['error']}")
             else:
-                print(f"{worker:<12} active {row['model']:<12} shadow {row['shadow'] or '-':<12} on {row['partitions']} partitions")
+                print(f"{worker:<12} active {row['model']:<12} shadow {row['shadow'] or '-':<12} "
+                      f"on {row['partitions']} partitions")
     return 2 if reply["errors"] else 0

@@ -325,9 +325,8 @@ def _eval(args: argparse.Namespace) -> int:
 def _eval_stream(args: argparse.Namespace, spec: Any) -> tuple[Evaluation, Replay]:
     """Reads the events, brings the cluster's settings and Sigma rules, and leaves the scoring and
     the numbers to models.evaluate."""
-    from cluster.build import build_engine, load_rules
+    from cluster.build import build_engine, load_rules, scorer_config
     from cluster.config import load_config
-    from cluster.build import scorer_config
 
     config = load_config(args.config)
     models = replace(config.models, model=spec.name)

@@ -46,6 +46,7 @@ def _replay(args: argparse.Namespace) -> int:
 
     def write(output: OutputRecord, dead: bool) -> None:
         if not dead:  # dead letters are counted and the first ones listed at the end
+            assert output.value is not None  # a detection, never a tombstone
             out.write(output.value.decode() + "\n")
 
     # One entity state for the whole replay: the files play the part of one partition.
@@ -79,7 +80,8 @@ def _replay_on_ray(args: argparse.Namespace, config: ClusterConfig) -> int:
         counts.update(report["counts"])
         print(f"{report['worker']:<4} {report['files']:>3} files  {report['counts'].get('events', 0):>9,} events  "
               f"{report['counts'].get('detections', 0):>7,} detections  {report['counts'].get('anomalies', 0):>6,} anomalies  "
-              f"{report['counts'].get('dead_letter', 0):>5,} dead letters  {report['seconds']:.1f}s  → {report['outputs']['detections']}",
+              f"{report['counts'].get('dead_letter', 0):>5,} dead letters  {report['seconds']:.1f}s  "
+              f"→ {report['outputs']['detections']}",
               file=sys.stderr)
         for line in report["dead"]:
             print(f"     dead letter {line}", file=sys.stderr)

@@ -83,7 +83,7 @@ class Checkpoint(ABC):
         while True:
             try:
                 producer.produce(output.topic, value=output.value, key=output.key, headers=list(output.headers) or None,
-                                 on_delivery=lambda error, _message, output=output: self._on_delivery(error, output))
+                                 on_delivery=lambda error, _message: self._on_delivery(error, output))
                 break
             except BufferError:  # max_in_flight outputs unacknowledged: stop fetching until they drain
                 if pause and not paused:

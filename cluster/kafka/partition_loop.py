@@ -35,6 +35,9 @@ from cluster.state.attempts import AttemptLog, Decision, Marker, Mode
 from cluster.state.partition_models import PartitionModels
 
 Partition = tuple[str, int]
+# What a group coordinator answers while it starts (a broker just up, a coordinator moving).
+_COORDINATOR_WAIT = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                     KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TIMED_OUT, KafkaError._TRANSPORT}
 
 @dataclass(slots=True)
 class LoopMetrics:
@@ -97,7 +100,8 @@ class PartitionLoop:
 
     def __init__(self, config: ClusterConfig, worker: str) -> None:
         self.config = config
-        self.models = PartitionModels(config.models, config.kafka.group_id, config.rules.mapping) if config.models.enabled else None
+        self.models = (PartitionModels(config.models, config.kafka.group_id, config.rules.mapping)
+                       if config.models.enabled else None)
         self.attempts = AttemptLog(config.models.checkpoint_url, config.kafka.group_id)
         self.live: LiveRules | None = None
         shadow_topic = self._existing(config, config.models.shadow_topic)
@@ -233,7 +237,7 @@ class PartitionLoop:
         acquired = [p for p in partitions if p not in self._owned]
         committed: dict[Partition, int] = {}
         if acquired:
-            for tp in self.consumer.committed([TopicPartition(t, p) for t, p in acquired], timeout=30):
+            for tp in self._committed([TopicPartition(t, p) for t, p in acquired]):
                 if tp.error is not None:
                     raise KafkaException(tp.error)
                 committed[(tp.topic, tp.partition)] = tp.offset
@@ -244,6 +248,24 @@ class PartitionLoop:
             return [TopicPartition(t, p) for t, p in partitions]
         return [TopicPartition(t, p, self.models.next_offset[(t, p)]) if self.models.next_offset[(t, p)] >= 0
                 else TopicPartition(t, p) for t, p in partitions]
+
+    def _committed(self, partitions: list[TopicPartition], timeout: float = 30) -> list[TopicPartition]:
+        """The group's committed offsets. A broker that has just started answers NOT_COORDINATOR
+        (or COORDINATOR_LOAD_IN_PROGRESS) until its offsets topic is ready: retried, not fatal."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                found = list(self.consumer.committed(partitions, timeout=max(1.0, deadline - time.monotonic())))
+                if not any(tp.error is not None and tp.error.code() in _COORDINATOR_WAIT for tp in found) \
+                        or time.monotonic() >= deadline:
+                    return found
+                time.sleep(0.5)
+            except KafkaException as error:
+                kafka_error = error.args[0] if error.args else None
+                waiting = kafka_error is not None and (kafka_error.retriable() or kafka_error.code() in _COORDINATOR_WAIT)
+                if not waiting or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
 
     def _acquire(self, partition: Partition, committed: int) -> None:
         self.floor[partition] = committed  # negative: nothing committed yet
@@ -264,7 +286,7 @@ class PartitionLoop:
             self.models.release(partition)
         self.attempts.released(partition, max(self.floor.get(partition, 0), 0))
         for table in (self.floor, self._isolate, self._poison):
-            table.pop(partition, None)  # type: ignore[attr-defined]
+            table.pop(partition, None)
         self.metrics.isolating.pop(f"{partition[0]}[{partition[1]}]", None)
 
     # -- the loop -----------------------------------------------------------------------------
@@ -305,7 +327,7 @@ class PartitionLoop:
         try:
             partitions = [TopicPartition(t, p) for t, p in self.metrics.partitions]
             if partitions:
-                committed = self.consumer.committed(partitions, timeout=30)
+                committed = self._committed(partitions)
                 for tp in committed:
                     key = (tp.topic, tp.partition)
                     self.floor[key] = max(self.floor.get(key, tp.offset), tp.offset)
@@ -339,8 +361,11 @@ class PartitionLoop:
                 self.metrics.transient_errors += 1
                 continue
             timestamp_type, timestamp = message.timestamp()
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            # Set on every message that is not an error (the client types them Optional for those).
+            assert topic is not None and partition is not None and offset is not None
             records.append(
-                InputRecord(message.topic(), message.partition(), message.offset(), message.value(), message.key(),
+                InputRecord(topic, partition, offset, message.value(), message.key(),
                             timestamp if timestamp_type else None)
             )
         if not records:

@@ -72,7 +72,7 @@ class BatchScorer(Protocol):
 
     def score_batch(
         self, events: Sequence[Mapping[str, Any]], times_ms: Sequence[int | None], matched: Sequence[bool]
-    ) -> list[Any]:
+    ) -> Sequence[Any]:
         ...
 
 
@@ -213,7 +213,7 @@ class Detector:
                 except Exception as error:  # noqa: BLE001
                     item.failure = ("score", _why(error))
             return
-        for item, scores in zip(items, scored):
+        for item, scores in zip(items, scored, strict=True):
             try:
                 _read_scores(item, scores)
             except Exception as error:  # noqa: BLE001
@@ -244,13 +244,14 @@ class Detector:
             }
             outputs.append(self._fitted(self.settings.detections_topic, entity, detection, self._fields_kept(meta)))
         for scored in item.alerts:
+            alert_entity = scored.entity.split(":", 1)[1] if scored.entity_type == "host" else entity
             detection = {
                 "kind": "anomaly",
                 "rule": {"id": f"sigmaray-anomaly-{scored.entity_type}",
                          "title": f"Unusual activity of {scored.entity_type} {scored.entity.split(':', 1)[1]}",
                          "level": "high" if scored.score >= 0.999 else "medium", "tags": []},
                 "ruleset_version": self.ruleset_version,
-                "entity": scored.entity.split(":", 1)[1] if scored.entity_type == "host" else entity,
+                "entity": alert_entity,
                 "anomaly": {"entity": scored.entity, "entity_type": scored.entity_type, "score": round(scored.score, 6),
                             "raw": scored.raw, "reasons": list(scored.reasons),
                             "features": {k: round(v, 4) for k, v in scored.features.items()}},
@@ -260,7 +261,7 @@ class Detector:
                 "source": source,
                 "event": event,
             }
-            outputs.append(self._fitted(self.settings.detections_topic, detection["entity"], detection,
+            outputs.append(self._fitted(self.settings.detections_topic, alert_entity, detection,
                                         self._fields_kept(None)))
         if item.shadow and self.settings.shadow_topic:
             shadow = {"event_time": item.event_time, "entity": entity, "scores": item.shadow,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -16,6 +17,18 @@ from cluster.config import ClusterConfig, config_from_dict
 
 SUPERVISOR_NAME = "sigmaray-supervisor"
 NAMESPACE = "sigmaray"
+
+# Ray's typing gaps, in one place. Its overloads of `ray.remote(...)` take task options only (not an
+# actor's max_concurrency), and mypy does not apply class decorators: it sees an actor class as the
+# plain class, without Ray's .remote and .options. So the actor classes here are decorated with
+# `_ray_remote`, and callers reach them through `actor_class`.
+_ray_remote: Callable[..., Any] = ray.remote
+
+
+def actor_class(cls: type) -> Any:
+    """`cls`, a class under @ray.remote, as what it is at run time: a Ray ActorClass (.remote,
+    .options), which mypy does not see."""
+    return cls
 
 
 def config_to_dict(config: ClusterConfig) -> dict[str, Any]:
@@ -27,7 +40,7 @@ def config_to_dict(config: ClusterConfig) -> dict[str, Any]:
     return data
 
 
-@ray.remote(max_concurrency=4)
+@_ray_remote(max_concurrency=4)
 class PartitionWorker:
     """Runs a PartitionLoop in a thread; assignment and metrics calls run beside it."""
 
@@ -115,7 +128,7 @@ class PartitionWorker:
         self.thread.join(30)
 
 
-@ray.remote(max_concurrency=4)
+@_ray_remote(max_concurrency=4)
 class Supervisor:
     """Assigns every input partition to exactly one worker; replaces dead workers."""
 
@@ -166,9 +179,9 @@ class Supervisor:
             while len(self.workers) < count:
                 self.generation += 1
                 name = f"worker-{self.generation}"
-                self.workers[name] = PartitionWorker.options(name=f"sigmaray-{name}", namespace=NAMESPACE).remote(
-                    self.config, name
-                )
+                self.workers[name] = actor_class(PartitionWorker).options(
+                    name=f"sigmaray-{name}", namespace=NAMESPACE
+                ).remote(self.config, name)
             while len(self.workers) > count:
                 name = sorted(self.workers)[-1]
                 worker = self.workers.pop(name)
@@ -184,7 +197,8 @@ class Supervisor:
             plan[names[i % len(names)]].append(partition)
         self.balanced = False
         # Release first, then grant: one owner per partition at any time.
-        for step in ({n: [] for n in names}, plan):
+        released: dict[str, list[tuple[str, int]]] = {n: [] for n in names}
+        for step in (released, plan):
             applied = ray.get([self.workers[n].assign.remote(step[n]) for n in names], timeout=120)
             if not all(applied):
                 raise RuntimeError("a worker did not apply its assignment within 60 s")
@@ -229,7 +243,7 @@ class Supervisor:
                 self.restarts += 1
                 self.generation += 1
                 new_name = f"worker-{self.generation}"
-                self.workers[new_name] = PartitionWorker.options(
+                self.workers[new_name] = actor_class(PartitionWorker).options(
                     name=f"sigmaray-{new_name}", namespace=NAMESPACE
                 ).remote(self.config, new_name)
             self._rebalance()
@@ -248,7 +262,7 @@ class Supervisor:
             errors = {n: r["error"] for n, r in replies.items() if "error" in r}
             if not errors:
                 models = self.config.setdefault("models", {})
-                first = next(iter(replies.values()), {})
+                first: dict[str, Any] = next(iter(replies.values()), {})
                 if first.get("model"):
                     models["model"] = first["model"].split("@")[0]
                 models["shadow"] = (first.get("shadow") or "").split("@")[0]

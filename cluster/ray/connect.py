@@ -60,7 +60,9 @@ def init_local_ray(host: str, **options: Any) -> Any:
     import ray
 
     with _node_ip_mode(loopback=host == LOOPBACK):
-        context = ray.init(address="local", **options)
+        # A RayContext, with address_info: "local" is never a Ray Client connection, which is
+        # the other kind of BaseContext that ray.init is typed to return.
+        context: Any = ray.init(address="local", **options)
     node_ip = context.address_info["node_ip_address"]
     if host == LOOPBACK and node_ip != LOOPBACK:  # a Ray upgrade changed this: never expose silently
         ray.shutdown()
@@ -126,14 +128,14 @@ class SupervisorHandle:
         that cannot start (a missing output topic) is a ClusterError with the cause, no traceback."""
         import ray
 
-        from cluster.ray.actors import Supervisor, config_to_dict
+        from cluster.ray.actors import Supervisor, actor_class, config_to_dict
 
         options: dict[str, Any] = {}
         if name:
             options["name"] = name
         if detached:
             options["lifetime"] = "detached"
-        actor = Supervisor.options(**options).remote(config_to_dict(config))
+        actor = actor_class(Supervisor).options(**options).remote(config_to_dict(config))
         try:
             workers = ray.get(actor.start.remote())
         except ray.exceptions.RayTaskError as error:
@@ -191,14 +193,14 @@ def replay_on_workers(config: ClusterConfig, files: list[str], workers: int, out
     entity state, as a partition); returns each worker's report."""
     import ray
 
-    from cluster.ray.actors import config_to_dict
+    from cluster.ray.actors import actor_class, config_to_dict
     from cluster.ray.file_workers import FileWorker, spread
 
     # Workers may run elsewhere (another directory, another node): they get absolute paths, made
     # absolute without resolving symlinks, so a record's source names the file as it was given.
     shares = [share for share in spread([os.path.abspath(p) for p in files], workers) if share]
     config = replace(config, rules=replace(config.rules, paths=tuple(os.path.abspath(p) for p in config.rules.paths)))
-    actors = [FileWorker.remote(config_to_dict(config), f"w{i}") for i in range(len(shares))]
+    actors = [actor_class(FileWorker).remote(config_to_dict(config), f"w{i}") for i in range(len(shares))]
     share_rate = rate / len(shares) if rate else 0
     rules = [os.path.abspath(p) for p in rule_paths]
     return list(ray.get([w.run.remote(share, os.path.abspath(output), share_rate, rules, model, models)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
+from typing import cast
 
 import orjson
 from evtx import PyEvtxParser
@@ -117,7 +118,7 @@ def read_evtx(path: str | Path) -> Iterator[SourceRecord]:
     try:
         # Unvalidated, one corrupt byte in a chunk (header or record data) can make the parser
         # loop forever, holding the GIL; validated, the chunk is rejected with an error.
-        records = PyEvtxParser(name, validate_checksums=True).records_json()
+        records = _records(PyEvtxParser(name, validate_checksums=True))
     except Exception as exc:
         yield SourceRecord(name, 0, None, f"not a readable EVTX file: {_one_line(str(exc))}")
         return
@@ -131,6 +132,12 @@ def read_evtx(path: str | Path) -> Iterator[SourceRecord]:
 
 
 _Item = tuple[dict | None, str | None]
+
+
+def _records(parser: PyEvtxParser) -> Iterator[dict]:
+    """The parser's records, as dicts. (evtx's stub types the iterator's __next__ as Optional:
+    pyo3's way to end the iteration, so no record is ever None.)"""
+    return cast("Iterator[dict]", parser.records_json())
 
 
 def _drain(records: Iterator[dict], path: str) -> Iterator[_Item]:
@@ -228,7 +235,7 @@ def _records_of(source: io.BytesIO, wanted: set[int]) -> Iterator[dict]:
     """The records of `source` whose ids are in `wanted`; parse errors are dropped
     because the caller reports every id that does not come back."""
     try:
-        records = PyEvtxParser(source).records_json()
+        records = _records(PyEvtxParser(source))
     except Exception:
         return
     while True:

@@ -23,9 +23,9 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from cluster.build import scorer_config
 from cluster.config import ModelsConfig
 from cluster.state.checkpoints import Checkpoint, CheckpointStore
-from cluster.build import scorer_config
 from models.scorer import EntityScorer, warm_up
 
 Partition = tuple[str, int]
