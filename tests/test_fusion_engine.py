@@ -1,0 +1,407 @@
+"""The fusion correlator (correlator/): per-entity risk, deduplicated alerts, suppressions and
+feedback, priorities with explanations, OCSF 1.8.0 Detection Findings, fed with real detections:
+the shipped rules (and the default entity models) over the OTRF datasets."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import jsonschema
+import orjson
+import pytest
+
+from correlator.alerts import AlertConfig, alert_id
+from correlator.criticality import Criticality, load_criticality
+from correlator.fusion import Alert, FusionConfig, FusionEngine, event_time_ms
+from correlator.ocsf import PROFILES
+from correlator.ocsf_schema import class_json_schema
+from correlator.priority import PriorityConfig
+from correlator.risk import RiskConfig, RiskTable, attack_tags
+from correlator.suppressions import Suppression, SuppressionError, Suppressions
+from tests.conftest import OTRF, ROOT, SHARED
+
+OCSF_SCHEMA = SHARED / "ocsf" / "schema-1.8.0"
+MINUTE = 60_000
+AUDIT_CLEARED = "4321628c-82a4-484f-839a-5960f520b30c"  # Security Audit Log Cleared, high
+
+
+@pytest.fixture(scope="module")
+def detections() -> list[dict[str, Any]]:
+    """Every detection (sigma and anomaly) of the shipped rules over all OTRF datasets."""
+    from cluster.config import config_from_dict
+    from cluster.sources.replay import replay_files
+
+    files = [str(path) for path in sorted((OTRF / "jsonl").rglob("*.jsonl"))]
+    config = config_from_dict({"rules": {"paths": [str(ROOT / "rules")]},
+                               "models": {"enabled": True, "calibration_window": 200}})
+    out: list[dict[str, Any]] = []
+
+    def write(record: Any, dead: bool) -> None:
+        if not dead and record.value:
+            out.append(orjson.loads(record.value))
+
+    replay_files(config, files, write, per_file=True)
+    assert sum(1 for item in out if item["kind"] == "sigma") > 50
+    return out
+
+
+@pytest.fixture(scope="module")
+def validator() -> jsonschema.protocols.Validator:
+    compiled = subprocess.run([sys.executable, "-m", "ocsf.compile", str(OCSF_SCHEMA)], check=True,
+                              capture_output=True, timeout=300).stdout
+    schema = class_json_schema(json.loads(compiled), "detection_finding", PROFILES)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def valid(validator: Any, alerts: Iterable[Alert]) -> list[Alert]:
+    alerts = list(alerts)
+    for alert in alerts:
+        errors = sorted(validator.iter_errors(alert.ocsf), key=str)
+        assert not errors, f"{alert.alert_id} {alert.activity}: {[e.message for e in errors[:3]]}"
+        assert alert.ocsf["type_uid"] == 200400 + alert.activity_id
+        json.dumps(alert.ocsf)  # serializable as is
+    return alerts
+
+
+def run(engine: FusionEngine, items: Iterable[dict[str, Any]], validator: Any, close: bool = True) -> list[Alert]:
+    alerts: list[Alert] = []
+    for item in items:
+        alerts += engine.process(item)
+    if close:
+        alerts += engine.close_all()
+    return valid(validator, alerts)
+
+
+def retimed(items: Iterable[dict[str, Any]], start_ms: int = 1_790_000_000_000, step_ms: int = MINUTE,
+            offset: int = 1_000_000, **changes: Any) -> list[dict[str, Any]]:
+    """Real detections, re-timed into one incident (a minute apart) and given unique offsets."""
+    out = []
+    for index, item in enumerate(items):
+        item = copy.deepcopy(item)
+        item["event_time"] = start_ms + index * step_ms
+        item["source"] = {**item["source"], "offset": offset + index}
+        item.update(changes)
+        out.append(item)
+    return out
+
+
+def audit_cleared(detections: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found = [item for item in detections if item["rule"]["id"] == AUDIT_CLEARED and item["entity"] == "workstation5"]
+    assert len(found) >= 20
+    return found
+
+
+def last(alerts: list[Alert], activity: str | None = None) -> Alert:
+    return [alert for alert in alerts if activity is None or alert.activity == activity][-1]
+
+
+def test_real_stream_gives_valid_ocsf_alerts_with_lifecycle(detections, validator):
+    engine = FusionEngine()
+    alerts = run(engine, detections, validator)
+    stats = engine.stats()
+    assert stats["counts"]["processed"] + stats["skipped_total"] == len(detections)
+    by_id: dict[str, list[str]] = {}
+    for alert in alerts:
+        by_id.setdefault(alert.alert_id, []).append(alert.activity)
+    assert by_id and all(acts[0] == "Create" and acts[-1] == "Close" and acts.count("Create") == 1
+                         for acts in by_id.values())
+    assert stats["counts"]["alerts_create"] == stats["counts"]["alerts_close"] == len(by_id)
+    assert {alert.priority for alert in alerts} <= {1, 2, 3, 4}
+    # fewer alerts than detections: repeats collapse
+    assert len(by_id) < stats["counts"]["processed"] / 3
+    sigma = [a for a in alerts if a.ocsf["finding_info"]["types"] == ["sigma"]]
+    assert any(a.ocsf["finding_info"].get("attacks") for a in sigma)
+
+
+def test_repeats_become_one_alert_with_counts_and_duplicates_are_idempotent(detections, validator):
+    hits = retimed(audit_cleared(detections))
+    engine = FusionEngine()
+    alerts = run(engine, hits + copy.deepcopy(hits), validator)  # every upstream record delivered twice
+    assert len({alert.alert_id for alert in alerts}) == 1
+    closed = last(alerts, "Close")
+    assert closed.count == len(hits)
+    assert engine.stats()["counts"]["duplicates"] == len(hits)
+    finding = closed.ocsf
+    assert finding["count"] == len(hits) and finding["activity_id"] == 3 and finding["status_id"] == 5
+    assert finding["start_time"] == hits[0]["event_time"] and finding["end_time"] == hits[-1]["event_time"]
+    assert finding["finding_info"]["first_seen_time"] == hits[0]["event_time"]
+    rules = closed.explanation["rules"]
+    assert [(r["id"], r["title"], r["count"]) for r in rules] == [(AUDIT_CLEARED, "Security Audit Log Cleared", len(hits))]
+    # Create first, a few Updates (priority changes, counts 2, 4, 8, 16), not one per hit
+    activities = Counter(alert.activity for alert in alerts)
+    assert activities["Create"] == 1 and activities["Close"] == 1 and activities["Update"] < len(hits) // 2
+    # the id is the documented hash, the same on a replay
+    bucket = hits[0]["event_time"] - hits[0]["event_time"] % AlertConfig().inactivity_ms
+    assert closed.alert_id == alert_id([AUDIT_CLEARED], "workstation5", bucket)
+    assert {a.alert_id for a in run(FusionEngine(), hits, validator)} == {closed.alert_id}
+
+
+def test_inactivity_closes_and_a_new_incident_gets_a_new_id(detections, validator):
+    hits = retimed(audit_cleared(detections)[:4])
+    later = retimed(audit_cleared(detections)[4:6], start_ms=hits[-1]["event_time"] + 2 * AlertConfig().inactivity_ms,
+                    offset=2_000_000)
+    engine = FusionEngine()
+    alerts = run(engine, hits + later, validator)
+    activities = [a.activity for a in alerts]
+    assert activities[0] == "Create" and activities.count("Create") == 2 and activities.count("Close") == 2
+    ids = list(dict.fromkeys(a.alert_id for a in alerts))
+    assert len(ids) == 2
+    first_close = next(a for a in alerts if a.activity == "Close")
+    assert first_close.alert_id == ids[0] and first_close.count == 4
+    assert alerts[-1].count == 2
+
+
+def test_criticality_entry_raises_priority(detections, validator):
+    hits = retimed(audit_cleared(detections)[:2])
+    plain = run(FusionEngine(), hits, validator)
+    table, errors = Criticality.from_text("type,name,criticality,role,owner\nhost,WORKSTATION5.corp.local,critical,"
+                                          "domain admin workstation,alice\n")
+    assert errors == [] and len(table) == 1
+    critical = run(FusionEngine(criticality=table), hits, validator)
+    assert last(critical).priority < last(plain).priority
+    assert last(critical).priority == 1
+    explanation = last(critical, "Update").explanation
+    assert explanation["criticality"]["host"] == {"type": "host", "name": "workstation5", "criticality": "critical",
+                                                  "role": "domain admin workstation", "owner": "alice"}
+    assert "high rule on critical asset" in explanation["priority"]["p1_gates"]
+    assert explanation["last_contribution"][0]["criticality_factor"] == 2.0
+    resource = last(critical).ocsf["resources"][0]
+    assert resource["criticality"] == "critical" and resource["owner"] == {"name": "alice"}
+
+
+def test_criticality_reload_and_bad_lines_are_reported():
+    text = ("type,name,criticality,role,owner\n"
+            "host,dc01,critical,domain controller,it\n"
+            "printer,p1,low,,\n"
+            "host,,high,,\n"
+            "user,alice,extreme,,\n"
+            "user,CORP\\Bob,high,admin,sec,extra\n"
+            "user,carol@corp.local,medium,,\n")
+    table, errors = Criticality.from_text(text)
+    assert len(table) == 2 and table.get("user", "Carol").criticality == "medium"  # type: ignore[union-attr]
+    assert [error.split(":")[0] for error in errors] == ["line 3", "line 4", "line 5", "line 6"]
+    assert "type must be" in errors[0] and "empty name" in errors[1] and "criticality must be" in errors[2]
+    yaml_table, yaml_errors = Criticality.from_text("- {type: host, name: WS-01, criticality: high}\n- nope\n", "yaml")
+    assert len(yaml_table) == 1 and yaml_errors == ["entry 2: not a mapping"]
+    assert Criticality.from_text("a: [", "yaml")[1][0].startswith("yaml:")
+    assert Criticality.from_text("name,criticality\n")[1] == ["line 1: header lacks type"]
+    missing, missing_errors = load_criticality("/nonexistent/criticality.csv")
+    assert len(missing) == 0 and missing_errors
+    engine = FusionEngine()
+    engine.set_criticality(table)
+    assert engine.criticality.get("host", "DC01.corp") is not None
+
+
+def test_false_positive_verdict_suppresses_and_lowers_weight(detections, validator):
+    hits = retimed(audit_cleared(detections)[:6], step_ms=10 * MINUTE)
+    baseline = run(FusionEngine(), hits, validator)
+    engine = FusionEngine()
+    first = run(engine, hits[:2], validator, close=False)
+    suppression = engine.false_positive(AUDIT_CLEARED, "WORKSTATION5")
+    assert suppression.entity == "workstation5" and suppression.expires_ms == hits[1]["event_time"] + 7 * 86_400_000
+    assert engine.suppressions.weight(AUDIT_CLEARED, "workstation5") == 0.5
+    during = run(engine, hits[2:4], validator, close=False)
+    assert during == [] and engine.stats()["counts"]["suppressed"] == 2
+    # after the suppression expires (event time), the rule counts again, at half weight, visibly
+    after = retimed(hits[4:], start_ms=hits[1]["event_time"] + 8 * 86_400_000, step_ms=10 * MINUTE, offset=3_000_000)
+    alerts = first + run(engine, after, validator)
+    update = next(a for a in alerts if a.activity == "Create" and a.alert_id != first[0].alert_id)
+    contribution = update.explanation["last_contribution"][0]
+    assert contribution["weight"] == 0.5
+    assert update.explanation["rules"][0]["weight"] == 0.5
+    base_points = next(a for a in baseline if a.activity == "Create").explanation["last_contribution"][0]["points"]
+    assert contribution["points"] < base_points
+    # scoped: another host is not suppressed
+    other = retimed(hits[:1], start_ms=after[-1]["event_time"] + MINUTE, offset=2_000_000, entity="workstation6")
+    assert [a.activity for a in run(engine, other, validator, close=False)] == ["Create"]
+
+
+def test_false_positive_with_conditions_and_lower_priority(detections, validator):
+    hits = retimed(audit_cleared(detections)[:8], step_ms=5 * MINUTE)
+    for index, item in enumerate(hits):
+        item["event"] = {**item["event"], "SubjectUserName": "backup-svc" if index % 2 else "wardog"}
+    baseline = run(FusionEngine(), hits, validator)
+    engine = FusionEngine()
+    run(engine, hits[:2], validator, close=False)
+    engine.suppressions.false_positive(AUDIT_CLEARED, "workstation5", engine.watermark, "backup job",
+                                       conditions={"SubjectUserName|startswith": "backup"})
+    alerts = run(engine, hits[2:], validator)
+    assert engine.stats()["counts"]["suppressed"] == 3
+    assert last(alerts).explanation["rules"][0]["weight"] == 0.5
+    assert last(alerts).explanation["risk"]["used"] < last(baseline).explanation["risk"]["used"]
+    assert last(alerts).priority > last(baseline).priority or \
+        last(alerts).ocsf["risk_score"] < last(baseline).ocsf["risk_score"]
+
+
+def test_noisy_rule_on_a_normal_entity_is_demoted(detections, validator):
+    hits = retimed(audit_cleared(detections)[:6])
+    config = FusionConfig(priority=PriorityConfig(noisy_hits=4))
+    normal = run(FusionEngine(config), retimed(hits, scores={"host:workstation5": 0.1}), validator)
+    unusual = run(FusionEngine(config), retimed(hits, scores={"host:workstation5": 0.9}), validator)
+    demoted = last(normal, "Update").explanation["priority"]
+    assert demoted["demoted"] is True and demoted["priority"] != demoted["base_priority"]
+    assert any("demoted one step" in reason for reason in demoted["reasons"])
+    assert last(unusual, "Update").explanation["priority"]["demoted"] is False
+    assert last(normal).priority > last(unusual).priority
+    assert last(normal, "Update").explanation["anomaly"]["host:workstation5"]["score"] == 0.1
+
+
+def test_explanation_lists_every_term(detections, validator):
+    sigma = [item for item in detections if item["kind"] == "sigma" and item["entity"] == "workstation5"]
+    anomalies = [item for item in detections if item["kind"] == "anomaly" and item["entity"] == "workstation5"
+                 and item["anomaly"]["entity_type"] == "host"][:3]
+    config = FusionConfig(alerts=AlertConfig(max_refs=5))
+    engine = FusionEngine(config)
+    alerts = run(engine, retimed(anomalies + sigma), validator, close=False)
+    snapshot = valid(validator, engine.open_alerts())
+    busiest = max(snapshot, key=lambda a: a.count)
+    explanation = busiest.explanation
+    assert explanation["evidence"]["total"] == busiest.count > 5 and len(explanation["evidence"]["refs"]) == 5
+    assert all(len(ref) == 3 for ref in explanation["evidence"]["refs"])
+    assert {"rules", "tactics", "techniques", "anomaly", "criticality", "risk", "formula", "priority",
+            "contributions", "last_contribution"} <= set(explanation)
+    terms = explanation["last_contribution"][0]
+    assert {"level_points", "repeat_factor", "new_tactics", "tactic_points", "new_techniques", "technique_points",
+            "weight", "anomaly", "anomaly_multiplier", "criticality_factor", "points", "risk_before",
+            "risk_after"} <= set(terms)
+    anomaly_alert = next(a for a in alerts if a.ocsf["finding_info"]["types"] == ["anomaly"])
+    assert anomaly_alert.explanation["anomaly"]["host:workstation5"]["reasons"]
+    with_attacks = [a for a in snapshot if a.explanation["tactics"]]
+    assert with_attacks and all(a.ocsf["finding_info"]["attacks"] for a in with_attacks)
+    spread = max(snapshot, key=lambda a: a.explanation["distinct_tactics_in_window"])
+    assert spread.explanation["distinct_tactics_in_window"] >= 3
+
+
+def test_malformed_records_and_unknown_versions_are_counted_skips(detections):
+    good = retimed(detections[:1])[0]
+    bad: list[Any] = [None, "text", [], {**good, "schema_version": 2}, {**good, "kind": "weird"}, {**good, "rule": None},
+           {**good, "rule": {"id": 7}}, {**good, "entity": None}, {**good, "entity": "  "},
+           {**good, "event_time": "yesterday", "source": {"topic": "t", "partition": 0, "offset": 1}},
+           {**good, "scores": "broken", "event": "broken", "rule": {**good["rule"], "tags": "x"}}]
+    engine = FusionEngine()
+    for item in bad:
+        assert isinstance(engine.process(item), list)
+    skipped = engine.stats()["skipped"]
+    assert skipped == {"not a mapping": 3, "unknown schema_version": 1, "unknown kind": 1, "bad rule": 2,
+                       "no entity": 2, "no event time": 1}
+    assert engine.stats()["counts"]["processed"] == 1  # the last one is usable, its broken parts ignored
+    assert engine.process_correlation(SimpleNamespace(id=None)) == []
+    assert engine.stats()["skipped"]["correlation without id"] == 1
+
+
+def test_correlation_hit_makes_the_entity_p1_eligible(detections, validator):
+    hits = retimed(audit_cleared(detections)[:3])
+    engine = FusionEngine()
+    run(engine, hits[:1], validator, close=False)
+    hit = SimpleNamespace(id="corr-1", title="Log cleared after credential dumping", level="critical",
+                          group_key={"host": "WorkStation5"}, first_time=hits[0]["event_time"],
+                          last_time=hits[1]["event_time"], refs=[{"topic": "t", "partition": 0, "offset": 5}, ("t", 0, 6)],
+                          tags=["attack.credential-access", "attack.t1003.001"])
+    made = valid(validator, engine.process_correlation(hit))
+    assert made[0].activity == "Create" and made[0].rule_ids == ("correlation:corr-1",)
+    assert made[0].ocsf["finding_info"]["types"] == ["correlation"] and made[0].explanation["evidence"]["total"] == 2
+    assert "correlation hit" in made[0].explanation["priority"]["p1_gates"]
+    alerts = run(engine, hits[2:], validator)
+    update = [a for a in alerts if a.rule_ids == (AUDIT_CLEARED,) and a.activity != "Close"]
+    assert update and "correlation hit" in update[-1].explanation["priority"]["p1_gates"]
+
+
+def test_state_dict_round_trip_resumes_exactly(detections, validator):
+    items = retimed(detections[:400], step_ms=20_000)
+    whole = run(FusionEngine(), items, validator)
+    first = FusionEngine()
+    alerts = run(first, items[:200], validator, close=False)
+    state = json.loads(json.dumps(first.state_dict()))
+    second = FusionEngine()
+    second.load_state_dict(state)
+    alerts += run(second, items[200:], validator)
+    key = [(a.alert_id, a.activity, a.count, a.priority) for a in whole]
+    assert [(a.alert_id, a.activity, a.count, a.priority) for a in alerts] == key
+    assert second.process(items[10]) == [] and second.stats()["counts"]["duplicates"] == 1
+
+
+def test_risk_formula_spread_and_bounds():
+    assert attack_tags(["attack.execution", "attack.t1059.001", "attack.g0016", "attack.T1059.001", "cve.2021"]) == \
+        (("execution",), ("T1059.001",))
+    config = RiskConfig()
+    table = RiskTable("host", config)
+    c = table.add("ws", 0, "high", "r1", ("execution", "persistence"), ("T1059",), 0.5, "high")
+    assert c.points == pytest.approx((35 + 2 * 10 + 3) * 1.5 * 1.5)
+    repeat = table.add("ws", 0, "high", "r1", ("execution", "persistence"), ("T1059",), 0.5, "high")
+    assert repeat.points == pytest.approx(35 * 0.5 * 1.5 * 1.5) and repeat.new_tactics == ()
+    # decay: one half-life later, half the risk
+    assert table.risk("ws", config.half_life_ms) == pytest.approx((c.points + repeat.points) / 2)
+    # spread beats repetition
+    spread, same = RiskTable("host", config), RiskTable("host", config)
+    for index, tactic in enumerate(("execution", "persistence", "discovery")):
+        spread.add("a", index, "medium", f"r{index}", (tactic,), (), 0.0, None)
+        same.add("a", index, "medium", "r0", ("execution",), (), 0.0, None)
+    assert spread.risk("a", 3) > same.risk("a", 3) * 1.5
+    # bounded: cap and event-time TTL
+    small = RiskTable("host", RiskConfig(max_entities=10, ttl_ms=1000))
+    for index in range(100):
+        small.add(f"h{index}", index, "low", "r", (), (), 0.0, None)
+    assert len(small) == 10 and small.evicted == 90
+    small.add("late", 5000, "low", "r", (), (), 0.0, None)
+    assert len(small) == 1 and small.expired == 10
+
+
+def test_suppression_filter_syntax_and_expiry():
+    rule = Suppression("r", {"Image|endswith": ["\\backup.exe", "\\robocopy.exe"], "CommandLine|contains": "/mir",
+                             "User": "CORP\\svc"}, expires_ms=1000, reason="backup")
+    event = {"Image": "C:\\Tools\\Robocopy.exe", "CommandLine": "robocopy a b /MIR", "User": "corp\\SVC"}
+    assert rule.matches("r", "ws", event, 0)
+    assert not rule.matches("r", "ws", event, 1000)  # expired
+    assert not rule.matches("other", "ws", event, 0)
+    assert not rule.matches("r", "ws", {**event, "CommandLine": "copy"}, 0)
+    assert not rule.matches("r", "ws", {"Image": "x\\backup.exe"}, 0)  # a missing field fails its key
+    assert Suppression("r", {"ProcessId": 42}).matches("r", None, {"ProcessId": "42"}, 0)
+    assert Suppression("r", {"Data|startswith": "abc"}).matches("r", None, {"Data": ["x", "ABCD"]}, 0)
+    with pytest.raises(SuppressionError):
+        Suppression("r", {"Image|re": ".*"})
+    store = Suppressions()
+    store.add(rule)
+    assert store.match("r", "ws", event, 0) is rule and store.expire(2000) == 1 and len(store) == 0
+    restored = Suppressions()
+    store.false_positive("r", "ws", 0)
+    restored.load_state_dict(json.loads(json.dumps(store.state_dict())))
+    assert restored.weight("r", "ws") == 0.5 and len(restored) == 1
+
+
+def test_event_time_parsing():
+    assert event_time_ms("2026-11-30T10:00:00Z") == 1796032800000
+    assert event_time_ms("2026-11-30T10:00:00.123Z") == 1796032800123
+    assert event_time_ms("2026-11-30 10:00:00.1234567") == 1796032800123
+    assert event_time_ms("2026-11-30T11:00:00+01:00") == 1796032800000
+    assert event_time_ms(1796032800000) == 1796032800000
+    assert event_time_ms("nope") is None and event_time_ms(None) is None and event_time_ms(True) is None
+
+
+def test_sample_paths_exist():
+    assert Path(OCSF_SCHEMA, "events", "findings", "detection_finding.json").is_file()
+
+
+def test_correlation_engine_hits_are_accepted(detections, validator):
+    from correlator.records import CorrelationHit
+
+    hits = retimed(audit_cleared(detections)[:1])
+    engine = FusionEngine()
+    run(engine, hits, validator, close=False)
+    hit = CorrelationHit("c-9", "Many log clears", "high", "event_count", None, {"Computer": "WORKSTATION5.lab"},
+                         hits[0]["event_time"], hits[0]["event_time"] + MINUTE, 12.0, (("events", 0, 1), ("events", 0, 2)),
+                         12)
+    made = valid(validator, engine.process_correlation(hit))
+    assert made[0].entity == "workstation5" and made[0].rule_ids == ("correlation:c-9",)
+    assert made[0].ocsf["time"] == hits[0]["event_time"] + MINUTE
+    closed = run(engine, [], validator)
+    corr = next(a for a in closed if a.rule_ids == ("correlation:c-9",))
+    assert corr.explanation["evidence"]["total"] == 12 and len(corr.explanation["evidence"]["refs"]) == 2
