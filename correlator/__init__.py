@@ -42,6 +42,7 @@ _EXPORTS = {
     "Criticality": "correlator.criticality",
     "load_criticality": "correlator.criticality",
     "Suppression": "correlator.suppressions",
+    "Correlator": "correlator.pipeline",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from cluster.config import ClusterConfig, config_from_dict
-from cluster.processing.detector import Detector, InputRecord
+from cluster.processing.detector import DetectionSettings, Detector, InputRecord
 from cluster.sources.files import read_events
 from detectors.engine import SigmaEngine
 from detectors.errors import ConfigError
@@ -119,3 +119,45 @@ def test_a_worker_with_a_tiny_output_buffer_pauses_fetching_and_still_delivers_e
             seen += 1
     reader.close()
     assert seen == 300
+
+
+def test_every_detection_is_a_versioned_record_that_round_trips() -> None:
+    """Sigma and anomaly detections (models on, real data) and cut ones all carry schema_version 1
+    and read back as the same `Detection`; a bad record is refused with a reason."""
+    from cluster.processing.records import Detection
+    from cluster.sources.replay import replay_files
+
+    config = config_from_dict({"rules": {"paths": [str(ROOT / "rules")]},
+                               "models": {"enabled": True, "calibration_window": 200}})
+    files = [str(path) for path in sorted((OTRF / "jsonl" / "credential_access").glob("*.jsonl"))]
+    records: list[dict] = []
+    replay_files(config, files, lambda output, dead: dead or records.append(orjson.loads(output.value)),
+                 per_file=True)
+    kinds = {record["kind"] for record in records}
+    assert kinds == {"sigma", "anomaly"}, kinds
+    for record in records:
+        assert record["schema_version"] == Detection.SCHEMA_VERSION == 1
+        detection = Detection.from_dict(record)
+        assert detection.to_dict() == record
+        assert list(detection.to_dict()) == list(record)  # the key order too
+        assert orjson.loads(detection.to_json()) == record
+    # A detection cut to its topic's size limit is still a record, with its `truncated` entry.
+    ruleset = load_rules_from_paths([ROOT / "rules"])
+    engine = SigmaEngine(ruleset.rules)
+    event = {**next(r.event for r in read_events(DATASET) if r.event and engine.match(r.event)),
+             "Padding": "x" * 20_000}
+    small = Detector(engine, ruleset.version, DetectionSettings(max_message_bytes={"sigmaray.detections": 8_000}))
+    cut = [orjson.loads(o.value) for o in small.process(_records([orjson.dumps(event)])).outputs]
+    assert cut and all(record["truncated"] and record["schema_version"] == 1 for record in cut)
+    assert all(Detection.from_dict(record).to_dict() == record for record in cut)
+    with pytest.raises(ValueError, match="schema_version 99"):
+        Detection.from_dict({**records[0], "schema_version": 99})
+    with pytest.raises(ValueError, match="'source' must be an object"):
+        Detection.from_dict({**records[0], "source": "nowhere"})
+    with pytest.raises(ValueError, match="no id"):
+        Detection.from_dict({**records[0], "rule": {"title": "x"}})
+    with pytest.raises(ValueError, match="kind"):
+        Detection.from_dict({**records[0], "kind": "other"})
+    with pytest.raises(ValueError, match="JSON object"):
+        Detection.from_dict([1])
+

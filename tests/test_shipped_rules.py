@@ -26,7 +26,10 @@ from detectors.rulefiles import load_rules_from_paths
 from tests.conftest import OTRF, ROOT, SIGMA, otrf_files
 
 RULES_DIR = ROOT / "rules"
-RULE_FILES = sorted(RULES_DIR.rglob("*.yml"))
+# Correlation rules and their base rules (rules/windows/correlation/) are tested in
+# tests/test_shipped_correlations.py; this module covers the standalone detection rules.
+CORRELATION_DIR = RULES_DIR / "windows" / "correlation"
+RULE_FILES = sorted(p for p in RULES_DIR.rglob("*.yml") if CORRELATION_DIR not in p.parents)
 RULE_IDS = [p.relative_to(RULES_DIR).as_posix() for p in RULE_FILES]
 JSONL = OTRF / "jsonl"
 
@@ -195,7 +198,7 @@ class OtrfHits:
 
 @pytest.fixture(scope="module")
 def shipped() -> list[CompiledRule]:
-    ruleset = load_rules_from_paths([RULES_DIR])
+    ruleset = load_rules_from_paths(RULE_FILES)
     assert not ruleset.rejections, [r.to_dict() for r in ruleset.rejections]
     return ruleset.rules
 

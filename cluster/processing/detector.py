@@ -19,6 +19,8 @@ whoever can make the time parser or the scorer fail must not thereby evade every
 Each record is counted once, as `events` (processed) or `dead_letter` (with
 `dead_letter.<stage>` beside it), so events + dead_letter == records in. Outputs larger than
 their topic takes are cut down to fit (cluster/processing/output_size.py), counted as `truncated`.
+Each detection is a typed, versioned `Detection` record (cluster/processing/records.py,
+`schema_version` 1), the form the correlator reads.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any, Protocol
 import orjson
 
 from cluster.processing.output_size import IDENTITY_FIELDS, fit_document, fit_value, record_bytes
+from cluster.processing.records import Detection
 from detectors.engine import SigmaEngine
 from detectors.ir import RuleMeta
 from models.entities import DEFAULT_ENTITY_FIELDS, normalize
@@ -231,37 +234,30 @@ class Detector:
         scores = item.entity_scores if item.entity_scores is not None else {}
         outputs: list[OutputRecord] = []
         for meta in item.matches:
-            detection = {
-                "kind": "sigma",
-                "rule": meta.to_dict(),
-                "ruleset_version": self.ruleset_version,
-                "entity": entity,
-                "event_time": item.event_time,
-                "scores": scores,
-                "model_version": model_version,
-                "source": source,
-                "event": event,
-            }
-            outputs.append(self._fitted(self.settings.detections_topic, entity, detection, self._fields_kept(meta)))
+            detection = Detection(kind="sigma", rule=meta.to_dict(), ruleset_version=self.ruleset_version,
+                                  entity=entity, event_time=item.event_time, scores=scores,
+                                  model_version=model_version, source=source, event=event)
+            outputs.append(self._fitted(self.settings.detections_topic, entity, detection.to_dict(),
+                                        self._fields_kept(meta)))
         for scored in item.alerts:
             alert_entity = scored.entity.split(":", 1)[1] if scored.entity_type == "host" else entity
-            detection = {
-                "kind": "anomaly",
-                "rule": {"id": f"sigmaray-anomaly-{scored.entity_type}",
-                         "title": f"Unusual activity of {scored.entity_type} {scored.entity.split(':', 1)[1]}",
-                         "level": "high" if scored.score >= 0.999 else "medium", "tags": []},
-                "ruleset_version": self.ruleset_version,
-                "entity": alert_entity,
-                "anomaly": {"entity": scored.entity, "entity_type": scored.entity_type, "score": round(scored.score, 6),
-                            "raw": scored.raw, "reasons": list(scored.reasons),
-                            "features": {k: round(v, 4) for k, v in scored.features.items()}},
-                "event_time": item.event_time,
-                "scores": scores,
-                "model_version": model_version,
-                "source": source,
-                "event": event,
-            }
-            outputs.append(self._fitted(self.settings.detections_topic, alert_entity, detection,
+            detection = Detection(
+                kind="anomaly",
+                rule={"id": f"sigmaray-anomaly-{scored.entity_type}",
+                      "title": f"Unusual activity of {scored.entity_type} {scored.entity.split(':', 1)[1]}",
+                      "level": "high" if scored.score >= 0.999 else "medium", "tags": []},
+                ruleset_version=self.ruleset_version,
+                entity=alert_entity,
+                anomaly={"entity": scored.entity, "entity_type": scored.entity_type, "score": round(scored.score, 6),
+                         "raw": scored.raw, "reasons": list(scored.reasons),
+                         "features": {k: round(v, 4) for k, v in scored.features.items()}},
+                event_time=item.event_time,
+                scores=scores,
+                model_version=model_version,
+                source=source,
+                event=event,
+            )
+            outputs.append(self._fitted(self.settings.detections_topic, alert_entity, detection.to_dict(),
                                         self._fields_kept(None)))
         if item.shadow and self.settings.shadow_topic:
             shadow = {"event_time": item.event_time, "entity": entity, "scores": item.shadow,
