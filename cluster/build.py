@@ -63,7 +63,14 @@ def build_detector(config: ClusterConfig, ruleset: Ruleset | None = None, shadow
     """A Detector over the config's rules (or `ruleset`), with the config's output topics."""
     ruleset = ruleset if ruleset is not None else load_rules(config.rules, paths)
     engine = build_engine(ruleset, config.rules)
-    return Detector(engine, ruleset.version, detection_settings(config, shadow_topic)), ruleset
+    return Detector(engine, ruleset.version, detection_settings(config, shadow_topic), quiet_rules=quiet_rules(ruleset)), ruleset
+
+
+def quiet_rules(ruleset: Ruleset) -> frozenset[str]:
+    """Rules that raise no alert of their own: the base rules of `generate: false` correlations."""
+    from correlator.correlations import suppressed_rule_ids
+
+    return frozenset(suppressed_rule_ids(ruleset.correlations))
 
 
 def scorer_config(models: ModelsConfig, mapping: str = "") -> Any:

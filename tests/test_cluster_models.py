@@ -16,7 +16,7 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from cluster.build import scorer_config
+from cluster.build import quiet_rules, scorer_config
 from detectors.engine import SigmaEngine
 from detectors.rulefiles import load_rules_from_paths
 from models.datasets.generator import generate
@@ -95,7 +95,9 @@ class Run:
 
 def _offline(run: Run, shadow: str, batch: int = 333) -> dict[tuple[int, int], tuple[dict[str, float], dict[str, float]]]:
     """(partition, offset) -> (active scores, shadow scores), replayed per partition offline."""
-    engine = SigmaEngine(load_rules_from_paths([ROOT / "rules"]).rules)
+    ruleset = load_rules_from_paths([ROOT / "rules"])
+    engine = SigmaEngine(ruleset.rules)
+    quiet = quiet_rules(ruleset)  # as the workers: events only quiet base rules match are learned
     expected = {}
     for partition, events in run.sent.items():
         scorer = EntityScorer(scorer_config(run.config.models))
@@ -103,7 +105,8 @@ def _offline(run: Run, shadow: str, batch: int = 333) -> dict[tuple[int, int], t
             scorer.start_shadow(shadow)
         for start in range(0, len(events), batch):
             chunk = events[start:start + batch]
-            results = scorer.score_batch(chunk, [event_time_ms(e) for e in chunk], [bool(engine.match(e)) for e in chunk])
+            alerting = [any(m.id not in quiet for m in engine.match(e)) for e in chunk]
+            results = scorer.score_batch(chunk, [event_time_ms(e) for e in chunk], alerting)
             for offset, result in enumerate(results, start):
                 expected[(partition, offset)] = (result.as_dict(), result.shadow)
     return expected

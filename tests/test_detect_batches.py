@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 
@@ -161,3 +163,41 @@ def test_every_detection_is_a_versioned_record_that_round_trips() -> None:
     with pytest.raises(ValueError, match="JSON object"):
         Detection.from_dict([1])
 
+
+
+class _Flags:
+    """Records the `matched` flags a Detector hands its scorer (our own hook, not a mock of a library)."""
+
+    def __init__(self) -> None:
+        self.flags: list[bool] = []
+
+    def score_batch(self, events: Any, times_ms: Any, matched: Any) -> list[Any]:
+        self.flags += list(matched)
+        return [None] * len(events)
+
+
+def test_models_learn_events_that_only_quiet_base_rules_match_and_not_those_that_alert() -> None:
+    """A real network logon matches only the logon base rule of the shipped brute-force and
+    lateral-movement correlations (`generate: false`): its detection goes out, and the models
+    learn from it, because nothing alerts on it. An event an alerting rule matches is not learned."""
+    import json
+
+    from cluster.build import build_detector
+    from tests.conftest import OTRF
+
+    path = OTRF / "jsonl" / "lateral_movement" / "covenant_sc_query_dcerpc_smb_svcctl.jsonl"
+    if not path.is_file():
+        pytest.skip("reference data not found")
+    logon = next(e for e in map(json.loads, path.read_text().splitlines())
+                 if e.get("EventID") == 4624 and str(e.get("LogonType")) == "3" and not e["TargetUserName"].endswith("$"))
+    config = config_from_dict({"rules": {"paths": [str(ROOT / "rules")]}, "models": {"enabled": False}})
+    detector, _ruleset = build_detector(config)
+    assert detector.quiet_rules
+    flags = _Flags()
+    stager = {**logon, "Channel": "Microsoft-Windows-Sysmon/Operational", "EventID": 1,
+              "Image": "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe",
+              "CommandLine": "powershell.exe -NoP -enc " + "SQBFAFgAIAAoAE4AZQB3AC0ATwBiAGoAZQBjAHQA" * 2}
+    result = detector.process([InputRecord("t", 0, 0, json.dumps(logon).encode()),
+                               InputRecord("t", 0, 1, json.dumps(stager).encode())], flags)
+    assert result.counts["detections"] >= 2  # the logon's base-rule detection still goes out
+    assert flags.flags == [False, True]

@@ -325,7 +325,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _eval_stream(args: argparse.Namespace, spec: Any) -> tuple[Evaluation, Replay]:
     """Reads the events, brings the cluster's settings and Sigma rules, and leaves the scoring and
     the numbers to models.evaluate."""
-    from cluster.build import build_engine, load_rules, scorer_config
+    from cluster.build import build_engine, load_rules, quiet_rules, scorer_config
     from cluster.config import load_config
 
     config = load_config(args.config)
@@ -344,6 +344,7 @@ def _eval_stream(args: argparse.Namespace, spec: Any) -> tuple[Evaluation, Repla
         ruleset = load_rules(config.rules, replay.rule_paths)
         replay.rules = len(ruleset.rules)
         engine = build_engine(ruleset, config.rules)
+        quiet = quiet_rules(ruleset)  # base rules of `generate: false` correlations alert on nothing
 
         def matched(event: dict[str, Any]) -> bool:
             try:
@@ -352,7 +353,7 @@ def _eval_stream(args: argparse.Namespace, spec: Any) -> tuple[Evaluation, Repla
                 match_errors.append(f"{type(error).__name__}: {error}")
                 return True  # not vetted by the rules: scored, never learned
             replay.detections += len(matches)
-            return bool(matches)
+            return any(meta.id not in quiet for meta in matches)
 
     labels_file = read_labels(args.labels) if args.labels else None
     if args.generate:

@@ -25,7 +25,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from cluster.build import build_detector, detection_settings
+from cluster.build import build_detector, detection_settings, quiet_rules
 from cluster.config import ClusterConfig
 from cluster.kafka import client as kafka
 from cluster.kafka.checkpoint import Checkpoint, checkpoint_for
@@ -109,7 +109,8 @@ class PartitionLoop:
             self.live = LiveRules(config.kafka, config.rules)
             self.live.catch_up()
             engine, ruleset = self.live.build()
-            self.detector = Detector(engine, ruleset.version, detection_settings(config, shadow_topic))
+            self.detector = Detector(engine, ruleset.version, detection_settings(config, shadow_topic),
+                                     quiet_rules=quiet_rules(ruleset))
         else:
             self.detector, ruleset = build_detector(config, shadow_topic=shadow_topic)
         self.metrics = LoopMetrics(worker, ruleset_version=ruleset.version, ruleset_rejections=_rejections(ruleset))
@@ -498,7 +499,7 @@ class PartitionLoop:
         ready = self.live.take_ready()
         if ready is not None:
             engine, ruleset = ready
-            self.detector.swap(engine, ruleset.version)
+            self.detector.swap(engine, ruleset.version, quiet_rules(ruleset))
             self.metrics.ruleset_version = ruleset.version
             self.metrics.ruleset_rejections = _rejections(ruleset)
 

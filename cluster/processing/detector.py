@@ -129,18 +129,30 @@ class Detector:
         ruleset_version: str,
         settings: DetectionSettings | None = None,
         scorer: BatchScorer | None = None,
+        quiet_rules: frozenset[str] = frozenset(),
     ) -> None:
         self.engine = engine
         self.ruleset_version = ruleset_version
         self.settings = settings or DetectionSettings()
         self.scorer = scorer
+        # Rules that raise no alert of their own (the base rules of `generate: false`
+        # correlations, such as "a network logon"): their matches still go out as detections, but
+        # the models learn from such events, since they learn from everything not alerted on.
+        self.quiet_rules = quiet_rules
         self._keep: dict[str, frozenset[str]] = {}  # rule id ("" for anomalies) -> the event fields a cut keeps
         self._keep_engine: SigmaEngine | None = None
 
-    def swap(self, engine: SigmaEngine, ruleset_version: str) -> None:
+    def swap(self, engine: SigmaEngine, ruleset_version: str, quiet_rules: frozenset[str] = frozenset()) -> None:
         """Install a new ruleset; callers swap between batches, so no event sees a mix."""
         self.engine = engine
         self.ruleset_version = ruleset_version
+        self.quiet_rules = quiet_rules
+
+    def _alerting(self, item: _Item) -> bool:
+        """Whether a rule that alerts matched the event (the models do not learn from it)."""
+        if not self.quiet_rules:
+            return bool(item.matches)
+        return any(meta.id not in self.quiet_rules for meta in item.matches)
 
     def process(self, records: Sequence[InputRecord], scorer: BatchScorer | None = None) -> BatchResult:
         """`scorer` overrides the detector's own (a worker keeps one per owned partition)."""
@@ -200,7 +212,7 @@ class Detector:
             return
         try:
             scored = scorer.score_batch([i.event for i in items], [i.time_ms for i in items],
-                                        [bool(i.matches) for i in items])
+                                        [self._alerting(i) for i in items])
             if len(scored) != len(items):
                 raise ValueError(f"the scorer returned {len(scored)} scores for {len(items)} events")
         except Exception:  # noqa: BLE001 - one event's fault, most likely: find it
@@ -212,7 +224,7 @@ class Detector:
             # would cost every batch for a failure that should not happen.
             for item in items:
                 try:
-                    _read_scores(item, scorer.score_batch([item.event], [item.time_ms], [bool(item.matches)])[0])
+                    _read_scores(item, scorer.score_batch([item.event], [item.time_ms], [self._alerting(item)])[0])
                 except Exception as error:  # noqa: BLE001
                     item.failure = ("score", _why(error))
             return
