@@ -23,6 +23,8 @@ from cluster.config import config_from_dict
 from cluster.kafka import client as kafka
 from cluster.kafka import dev_broker
 from cluster.ray.connect import SupervisorHandle, init_local_ray, is_connected, shutdown
+from correlator.fusion import Alert
+from correlator.pipeline import Correlator
 from detectors.shipped import shipped_rules_path
 from models.datasets.generator import generate
 
@@ -56,6 +58,12 @@ def run_demo(events: int = 20000, rate: float = 2000, seconds: float = 0, attack
         init_local_ray(config.ray.host, include_dashboard=False, logging_level="ERROR", namespace=f"sigmaray-demo-{run}")
     print(f"sigmaray demo: broker {bootstrap}, Ray up, starting 2 workers with the rules in {rules} ...", file=out)
     supervisor, _workers = SupervisorHandle.start(config)
+    # The correlator's one code path, here beside the viewer: the demo shows prioritized alerts,
+    # not every raw detection (the correlator actors of the cluster are not built yet).
+    from cluster.build import load_rules
+
+    correlator = Correlator.from_ruleset(load_rules(config.rules))
+    shown: dict[str, int] = {}  # alert id -> the highest priority it reached (1 = P1)
     began = time.monotonic()
 
     def produce() -> None:
@@ -86,7 +94,8 @@ def run_demo(events: int = 20000, rate: float = 2000, seconds: float = 0, attack
                 seen.append(detection)
                 by_rule[detection["rule"]["title"]] += 1
                 quiet_since = time.monotonic()
-                print(_line(detection), file=out)
+                for alert in correlator.process(detection):
+                    _show(alert, shown, out)
             if seconds and time.monotonic() - began > seconds:
                 break
             if not producer_thread.is_alive() and time.monotonic() - quiet_since > 2:
@@ -94,6 +103,8 @@ def run_demo(events: int = 20000, rate: float = 2000, seconds: float = 0, attack
                 if done >= len(stream) and time.monotonic() - quiet_since > 3:
                     break
     finally:
+        for alert in correlator.flush():
+            _show(alert, shown, out)
         viewer.close()
         status = supervisor.status(timeout=60)
         supervisor.shutdown(timeout=120)
@@ -114,20 +125,29 @@ def run_demo(events: int = 20000, rate: float = 2000, seconds: float = 0, attack
                                      if d["kind"] == "sigma"),
         "anomalies": sum(1 for d in seen if d["kind"] == "anomaly"),
         "events_list": stream,
+        "alerts": {f"P{p}": sum(1 for best in shown.values() if best == p) for p in (1, 2, 3, 4)},
     }
     print(f"\nsigmaray demo: {summary['events']} events sent, {summary['processed']} processed, "
           f"{summary['detections']} detections in {summary['seconds']}s "
           f"({summary['anomalies']} of them entity anomalies from the models)", file=out)
+    by_priority = ", ".join(f"{label} {count}" for label, count in summary["alerts"].items())
+    print(f"sigmaray demo: {summary['events']} events → {summary['detections']} detections → "
+          f"{len(shown)} alerts ({by_priority})", file=out)
     for title, count in by_rule.most_common():
         print(f"  {count:5d}  {title}", file=out)
     return summary
 
 
-def _line(detection: dict[str, Any]) -> str:
-    """One detection for a person: time, host, level, title (and why, for an anomaly)."""
-    line = (f"{detection['event_time'] or '-':<25} {detection['entity'] or '-':<15} "
-            f"{detection['rule']['level'] or '-':<8} {detection['rule']['title']}")
-    if detection["kind"] == "anomaly":
-        anomaly = detection["anomaly"]
-        line += f"  score {anomaly['score']:.3f}: {'; '.join(anomaly['reasons'][:2])}"
-    return line
+def _show(alert: Alert, shown: dict[str, int], out: TextIO) -> None:
+    """One line per new or raised alert: priority, entity, title and why. Each alert is counted
+    once in the summary, at the highest priority it reached."""
+    if alert.activity == "Close":
+        return
+    explanation = alert.explanation
+    why = "; ".join(explanation.get("priority", {}).get("reasons", [])[:2])
+    tactics = ", ".join(explanation.get("tactics", [])[:3]) if isinstance(explanation.get("tactics"), list) else ""
+    title = alert.ocsf.get("finding_info", {}).get("title", "")
+    print(f"{alert.label} {alert.activity:<6} {alert.entity:<15} {title}  x{alert.count}"
+          f"{'  [' + tactics + ']' if tactics else ''}  ({why})", file=out)
+    shown[alert.alert_id] = min(shown.get(alert.alert_id, alert.priority), alert.priority)
+

@@ -30,3 +30,8 @@ def test_demo_runs_end_to_end_and_shows_exactly_the_offline_detections(broker: s
     assert summary["detected_event_ids"] == offline
     assert summary["processed"] == 8000
     assert "detections in" in out.getvalue()
+    # The demo shows prioritized alerts, far fewer than raw detections, and ends with the funnel.
+    alerts = sum(summary["alerts"].values())
+    assert 0 < alerts < len(summary["detected_event_ids"])
+    assert f"{summary['detections']} detections → {alerts} alerts" in out.getvalue()
+    assert any(line[:2] in ("P1", "P2", "P3", "P4") for line in out.getvalue().splitlines())
