@@ -32,6 +32,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "Detection": "correlator.records",
     "Hit": "correlator.records",
     "CorrelationHit": "correlator.records",
     "CorrelationEngine": "correlator.correlations",

@@ -18,12 +18,10 @@ from cluster.config import config_from_dict
 from cluster.sources.replay import replay_files
 from correlator import Correlator
 from correlator.fusion import Alert
-from correlator.ocsf import PROFILES
-from correlator.ocsf_schema import class_json_schema
 from detectors.rulefiles import load_rules_from_paths
-from tests.conftest import OTRF, ROOT, SHARED
+from tests.conftest import OTRF, ROOT
+from tests.ocsf_validation import detection_finding_validator, valid
 
-OCSF_SCHEMA = SHARED / "ocsf" / "schema-1.8.0"
 AUDIT_CLEARED = "4321628c-82a4-484f-839a-5960f520b30c"  # Security Audit Log Cleared (shipped, high)
 CORRELATION_ID = "0d6b7a52-2f0e-4c51-9a55-1a8f3c1e0b01"
 # Six datasets of 2020-10-22 (in event-time order), each with one audit log clearing on workstation5.
@@ -74,21 +72,8 @@ def rule_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def validator() -> jsonschema.protocols.Validator:
-    compiled = subprocess.run([sys.executable, "-m", "ocsf.compile", str(OCSF_SCHEMA)], check=True,
-                              capture_output=True, timeout=300).stdout
-    schema = class_json_schema(json.loads(compiled), "detection_finding", PROFILES)
-    jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
-
-
-def valid(validator: Any, alerts: Iterable[Alert]) -> list[Alert]:
-    alerts = list(alerts)
-    for alert in alerts:
-        errors = sorted(validator.iter_errors(alert.ocsf), key=str)
-        assert not errors, f"{alert.alert_id} {alert.activity}: {[e.message for e in errors[:3]]}"
-        assert alert.ocsf["type_uid"] == 200400 + alert.activity_id
-    return alerts
+def validator() -> jsonschema.Draft202012Validator:
+    return detection_finding_validator()
 
 
 def run(correlator: Correlator, items: Iterable[dict[str, Any]]) -> list[Alert]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,14 +19,12 @@ import pytest
 from correlator.alerts import AlertConfig, alert_id
 from correlator.criticality import Criticality, load_criticality
 from correlator.fusion import Alert, FusionConfig, FusionEngine, event_time_ms
-from correlator.ocsf import PROFILES
-from correlator.ocsf_schema import class_json_schema
 from correlator.priority import PriorityConfig
 from correlator.risk import RiskConfig, RiskTable, attack_tags
 from correlator.suppressions import Suppression, SuppressionError, Suppressions
-from tests.conftest import OTRF, ROOT, SHARED
+from tests.conftest import OTRF, ROOT
+from tests.ocsf_validation import OCSF_SCHEMA, detection_finding_validator, valid
 
-OCSF_SCHEMA = SHARED / "ocsf" / "schema-1.8.0"
 MINUTE = 60_000
 AUDIT_CLEARED = "4321628c-82a4-484f-839a-5960f520b30c"  # Security Audit Log Cleared, high
 
@@ -54,22 +50,8 @@ def detections() -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def validator() -> jsonschema.protocols.Validator:
-    compiled = subprocess.run([sys.executable, "-m", "ocsf.compile", str(OCSF_SCHEMA)], check=True,
-                              capture_output=True, timeout=300).stdout
-    schema = class_json_schema(json.loads(compiled), "detection_finding", PROFILES)
-    jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
-
-
-def valid(validator: Any, alerts: Iterable[Alert]) -> list[Alert]:
-    alerts = list(alerts)
-    for alert in alerts:
-        errors = sorted(validator.iter_errors(alert.ocsf), key=str)
-        assert not errors, f"{alert.alert_id} {alert.activity}: {[e.message for e in errors[:3]]}"
-        assert alert.ocsf["type_uid"] == 200400 + alert.activity_id
-        json.dumps(alert.ocsf)  # serializable as is
-    return alerts
+def validator() -> jsonschema.Draft202012Validator:
+    return detection_finding_validator()
 
 
 def run(engine: FusionEngine, items: Iterable[dict[str, Any]], validator: Any, close: bool = True) -> list[Alert]:

@@ -4,9 +4,6 @@ the schema in ../shared/ocsf/schema-1.8.0, compiled by ocsf-lib and turned into 
 from __future__ import annotations
 
 import copy
-import json
-import subprocess
-import sys
 from typing import Any
 
 import jsonschema
@@ -15,22 +12,17 @@ import pytest
 from correlator.fusion import FusionEngine
 from correlator.ocsf import PROFILES
 from correlator.ocsf_schema import class_json_schema
-from tests.conftest import SHARED
-
-OCSF_SCHEMA = SHARED / "ocsf" / "schema-1.8.0"
+from tests.ocsf_validation import compiled_schema, detection_finding_validator
 
 
 @pytest.fixture(scope="module")
 def compiled() -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "ocsf.compile", str(OCSF_SCHEMA)], check=True, capture_output=True,
-                         timeout=300).stdout
-    data: dict[str, Any] = json.loads(out)
-    return data
+    return compiled_schema()
 
 
 @pytest.fixture(scope="module")
-def validator(compiled: dict[str, Any]) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(class_json_schema(compiled, "detection_finding", PROFILES))
+def validator() -> jsonschema.Draft202012Validator:
+    return detection_finding_validator()
 
 
 def finding() -> dict[str, Any]:

@@ -2,8 +2,8 @@
 entity anomaly, and what the correlator reads. Typed and versioned (`schema_version`), so a
 consumer can refuse a record it does not understand instead of misreading it.
 
-The class lives with its reader, `correlator.pipeline` (the correlator must not import the
-runtime), and is re-exported here for the workers.
+The class lives with the correlator's other records, `correlator/records.py` (the correlator
+must not import the runtime), and is re-exported here for the workers.
 
     {"schema_version": 1, "kind": "sigma" | "anomaly", "rule": {"id", "title", "level", "tags"},
      "ruleset_version": str, "entity": host | null, ["anomaly": {...} for kind anomaly,]
@@ -28,6 +28,6 @@ from __future__ import annotations
 
 import orjson  # noqa: F401 - the doctest's
 
-from correlator.pipeline import DETECTION_KINDS, Detection
+from correlator.records import DETECTION_KINDS, Detection
 
 __all__ = ["DETECTION_KINDS", "Detection"]
