@@ -15,7 +15,6 @@ from typing import Any
 
 import yaml
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from cluster.config import KafkaConfig, RulesConfig
 from cluster.kafka import client as kafka
@@ -25,17 +24,10 @@ from detectors.loader import Ruleset, RuleSource
 from detectors.rulefiles import read_rule_sources
 
 
-def ensure_rules_topic(admin: AdminClient, topic: str) -> None:
-    """Create the compacted rules topic if it does not exist yet."""
-    if topic in admin.list_topics(timeout=10).topics:
-        return
-    futures = admin.create_topics([NewTopic(topic, 1, 1, config={"cleanup.policy": "compact"})])
-    for future in futures.values():
-        try:
-            future.result(30)
-        except Exception as error:  # a concurrent creator won the race
-            if "TOPIC_ALREADY_EXISTS" not in str(error):
-                raise
+def ensure_rules_topic(settings: kafka.Kafka, topic: str) -> None:
+    """Create the compacted rules topic if it does not exist yet (a concurrent creator may win)."""
+    if topic not in kafka.existing_topics(settings):
+        kafka.create_topics(settings, {topic: 1}, config={"cleanup.policy": "compact"}, exist_ok=True)
 
 
 def rule_documents(paths: Sequence[str | Path]) -> list[tuple[str, str]]:
@@ -63,7 +55,7 @@ def push(bootstrap: str | KafkaConfig, topic: str, rules: Sequence[tuple[str, st
     settings: str | KafkaConfig = bootstrap
     if isinstance(bootstrap, str) and client:
         settings = KafkaConfig(bootstrap_servers=bootstrap, client=dict(client))
-    ensure_rules_topic(kafka.admin(settings), topic)
+    ensure_rules_topic(settings, topic)
     producer = kafka.producer(settings, **{"enable.idempotence": True})
     for rule_id, text in rules:
         producer.produce(topic, key=rule_id.encode(), value=None if text is None else text.encode())
@@ -83,7 +75,7 @@ class LiveRules:
         # Never commits: every worker reads the whole topic.
         self.consumer = kafka.consumer(kafka_config, "sigmaray-rules-reader",
                                        **{"enable.auto.commit": False, "enable.partition.eof": True})
-        ensure_rules_topic(kafka.admin(kafka_config), self.topic)
+        ensure_rules_topic(kafka_config, self.topic)
         self.consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
         self._ready: tuple[SigmaEngine, Ruleset] | None = None
         self._building: threading.Thread | None = None
