@@ -39,6 +39,32 @@
     ray:
       host: 127.0.0.1                       # where a Ray that sigmaray starts (`run` without --address, `demo`)
                                             # listens, Prometheus metrics included; 0.0.0.0 = every interface
+    correlator:
+      enabled: true                         # Correlator actors: correlation rules + fusion into alerts
+      instances: 1                          # Correlator actors (`sigmaray scale --correlators N`)
+      alerts_topic: sigmaray.alerts         # OCSF Detection Findings, keyed by alert id
+      verdicts_topic: sigmaray.verdicts     # analyst verdicts (`sigmaray alerts verdict`), read by every correlator
+      repartition_topic: sigmaray.correlation-repartition  # hits re-keyed by a correlation's group-by
+      alerts_dead_letter_topic: sigmaray.alerts-dead-letter  # alerts the webhook could not deliver
+      criticality: ""                       # CSV/YAML asset and identity lookup; reloaded when the file changes
+      allowed_lateness_s: 60                # out-of-order detections within this count; later ones are counted
+      max_groups: 100000                    # per correlation and partition (least recently updated go first)
+      checkpoint_interval_s: 30             # correlator state with its offsets, in models.checkpoint_url
+      fusion: {}                            # risk / priority / alerts / feedback settings (correlator/settings.py)
+      webhook:
+        url: ""                             # "" = no webhook; else alerts are POSTed here, signed
+        secret_env: SIGMARAY_WEBHOOK_SECRET # the environment variable holding the HMAC secret
+        min_priority: 2                     # deliver P1..P<min_priority>
+        timeout_s: 10
+        max_queue: 10000
+        max_attempts: 8
+        backoff_initial_s: 0.5
+        backoff_max_s: 30
+    console:
+      enabled: true                         # `sigmaray run` starts the web console
+      host: 127.0.0.1
+      port: 8765
+      token_env: SIGMARAY_CONSOLE_TOKEN     # login token; unset = one generated at start and printed once
 """
 
 from __future__ import annotations
@@ -105,6 +131,42 @@ class RayConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    url: str = ""
+    secret_env: str = "SIGMARAY_WEBHOOK_SECRET"
+    min_priority: int = 2
+    timeout_s: float = 10.0
+    max_queue: int = 10_000
+    max_attempts: int = 8
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class CorrelatorConfig:
+    enabled: bool = True
+    instances: int = 1
+    alerts_topic: str = "sigmaray.alerts"
+    verdicts_topic: str = "sigmaray.verdicts"
+    repartition_topic: str = "sigmaray.correlation-repartition"
+    alerts_dead_letter_topic: str = "sigmaray.alerts-dead-letter"
+    criticality: str = ""
+    allowed_lateness_s: int = 60
+    max_groups: int = 100_000
+    checkpoint_interval_s: int = 30
+    fusion: dict[str, Any] = field(default_factory=dict)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token_env: str = "SIGMARAY_CONSOLE_TOKEN"
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterConfig:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     processing: ProcessingConfig = field(default_factory=ProcessingConfig)
@@ -112,6 +174,8 @@ class ClusterConfig:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     workers: int = 2
     ray: RayConfig = field(default_factory=RayConfig)
+    correlator: CorrelatorConfig = field(default_factory=CorrelatorConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
 
 _GUARANTEES = ("at_least_once", "exactly_once")
@@ -145,7 +209,7 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 def config_from_dict(data: Any, source: str = "<config>") -> ClusterConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the config must be a mapping")
-    _known(data, {"kafka", "processing", "rules", "models", "workers", "ray"}, "", source)
+    _known(data, {"kafka", "processing", "rules", "models", "workers", "ray", "correlator", "console"}, "", source)
     kafka = _section(KafkaConfig, data.get("kafka", {}), "kafka", source)
     processing = _section(ProcessingConfig, data.get("processing", {}), "processing", source)
     rules = _section(RulesConfig, data.get("rules", {}), "rules", source)
@@ -181,7 +245,43 @@ def config_from_dict(data: Any, source: str = "<config>") -> ClusterConfig:
     if ray.host not in RAY_HOSTS:
         raise ConfigError(f"{source}: ray.host must be 127.0.0.1 (this machine only) or 0.0.0.0 (every "
                           f"interface; Ray binds its metrics endpoints to no single other one), got {ray.host!r}")
-    return ClusterConfig(kafka=kafka, processing=processing, rules=rules, models=models, workers=workers, ray=ray)
+    correlator = _correlator_section(data.get("correlator", {}), source)
+    console = _section(ConsoleConfig, data.get("console", {}), "console", source)
+    if console.host not in RAY_HOSTS and not re.fullmatch(r"[0-9.]+|[A-Za-z0-9.-]+", console.host):
+        raise ConfigError(f"{source}: console.host must be an address or host name, got {console.host!r}")
+    if not 0 <= console.port <= 65535:
+        raise ConfigError(f"{source}: console.port must be 0..65535 (0 = any free port), got {console.port!r}")
+    return ClusterConfig(kafka=kafka, processing=processing, rules=rules, models=models, workers=workers, ray=ray,
+                         correlator=correlator, console=console)
+
+
+def _correlator_section(raw: Any, source: str) -> CorrelatorConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: correlator must be a mapping")
+    webhook = _section(WebhookConfig, raw.get("webhook", {}), "correlator.webhook", source)
+    correlator = _section(CorrelatorConfig, {k: v for k, v in raw.items() if k != "webhook"}, "correlator", source)
+    for name in ("instances", "max_groups"):
+        if getattr(correlator, name) < 1:
+            raise ConfigError(f"{source}: correlator.{name} must be at least 1")
+    for name in ("allowed_lateness_s", "checkpoint_interval_s"):
+        if getattr(correlator, name) < 0:
+            raise ConfigError(f"{source}: correlator.{name} must be 0 or more")
+    if correlator.criticality and not Path(correlator.criticality).is_file():
+        raise ConfigError(f"{source}: correlator.criticality: no such file {correlator.criticality}")
+    if not 1 <= webhook.min_priority <= 4:
+        raise ConfigError(f"{source}: correlator.webhook.min_priority must be 1..4 (P1..P4), got {webhook.min_priority!r}")
+    if webhook.url and not webhook.url.startswith(("http://", "https://")):
+        raise ConfigError(f"{source}: correlator.webhook.url must be an http:// or https:// URL")
+    for name in ("timeout_s", "max_queue", "max_attempts", "backoff_initial_s", "backoff_max_s"):
+        if getattr(webhook, name) <= 0:
+            raise ConfigError(f"{source}: correlator.webhook.{name} must be positive")
+    from correlator.settings import fusion_config_from_dict
+
+    try:
+        fusion_config_from_dict(correlator.fusion)
+    except ValueError as error:
+        raise ConfigError(f"{source}: correlator.fusion: {error}") from error
+    return replace(correlator, webhook=webhook)
 
 
 def _known(data: dict[str, Any], allowed: set[str], prefix: str, source: str) -> None:

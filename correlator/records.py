@@ -151,3 +151,89 @@ class Detection:
         return cls(kind=kind, rule=rule, ruleset_version=ruleset_version, entity=_text(data, "entity"),
                    event_time=_text(data, "event_time"), scores=scores, model_version=_text(data, "model_version"),
                    source=source, event=event, anomaly=anomaly, truncated=_mapping(data, "truncated", optional=True))
+
+
+def correlation_hit_from_dict(data: Any) -> CorrelationHit:
+    """A CorrelationHit from its `to_dict()` form (the repartition stage writes it back to the
+    detections topic); ValueError naming the problem for a malformed one."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"a correlation hit must be a JSON object, not {type(data).__name__}")
+    try:
+        refs = tuple((str(r[0]), int(r[1]), int(r[2])) for r in data.get("refs") or ())
+        group = data["group"]
+        if not isinstance(group, Mapping) or not isinstance(data["correlation_id"], str):
+            raise TypeError("group must be an object and correlation_id a string")
+        return CorrelationHit(correlation_id=data["correlation_id"], title=str(data.get("title") or ""),
+                              level=data.get("level"), type=str(data.get("type") or ""), name=data.get("name"),
+                              group=dict(group), first_event_ms=int(data["first_event_ms"]),
+                              last_event_ms=int(data["last_event_ms"]), value=float(data.get("value") or 0),
+                              refs=refs, ref_count=int(data.get("ref_count") or len(refs)))
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        raise ValueError(f"malformed correlation hit: {type(error).__name__}: {error}") from None
+
+
+VERDICTS = ("tp", "fp", "benign")  # true positive, false positive, benign (true but expected)
+_VERDICT_NAMES = {"tp": "tp", "true_positive": "tp", "true-positive": "tp", "fp": "fp", "false_positive": "fp",
+                  "false-positive": "fp", "benign": "benign"}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """An analyst's verdict on an alert, as the verdicts topic carries it (JSON, keyed by alert id).
+
+    `verdict_id` makes applying it idempotent (a correlator that reads the topic again after a
+    restart applies each verdict once). An `fp` verdict with `suppress` (the default) adds a
+    scoped suppression (the alert's rules on its entity, for `suppress_hours`, or the feedback
+    default) and lowers those rules' weight on that entity. `time` is when the analyst gave it
+    (ISO-8601, written at the edge: the CLI or the console).
+
+    >>> v = Verdict.from_dict({"alert_id": "a1", "verdict": "false_positive", "verdict_id": "x", "reason": "admin"})
+    >>> v.verdict, Verdict.from_dict(v.to_dict()) == v
+    ('fp', True)
+    >>> Verdict.from_dict({"alert_id": "a1", "verdict": "maybe", "verdict_id": "x"})
+    Traceback (most recent call last):
+    ValueError: unknown verdict 'maybe' (expected one of tp, fp, benign)
+    """
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    alert_id: str
+    verdict: str  # one of VERDICTS
+    verdict_id: str
+    reason: str = ""
+    analyst: str = ""
+    time: str = ""
+    suppress: bool = True
+    suppress_hours: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": self.SCHEMA_VERSION, "alert_id": self.alert_id, "verdict": self.verdict,
+                "verdict_id": self.verdict_id, "reason": self.reason, "analyst": self.analyst, "time": self.time,
+                "suppress": self.suppress, "suppress_hours": self.suppress_hours}
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Verdict:
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a verdict must be a JSON object, not {type(data).__name__}")
+        version = data.get("schema_version", 1)
+        if isinstance(version, bool) or version not in (cls.SCHEMA_VERSION, str(cls.SCHEMA_VERSION)):
+            raise ValueError(f"unknown verdict schema_version {version!r} (this version reads {cls.SCHEMA_VERSION})")
+        verdict = _VERDICT_NAMES.get(str(data.get("verdict", "")).lower())
+        if verdict is None:
+            raise ValueError(f"unknown verdict {data.get('verdict')!r} (expected one of {', '.join(VERDICTS)})")
+        for name in ("alert_id", "verdict_id"):
+            if not isinstance(data.get(name), str) or not data[name]:
+                raise ValueError(f"verdict field {name!r} must be a non-empty string")
+        hours = data.get("suppress_hours")
+        if hours is not None and (isinstance(hours, bool) or not isinstance(hours, int | float) or hours <= 0):
+            raise ValueError("verdict field 'suppress_hours' must be a positive number")
+        suppress = data.get("suppress", True)
+        if not isinstance(suppress, bool):
+            raise ValueError("verdict field 'suppress' must be true or false")
+        return cls(alert_id=data["alert_id"], verdict=verdict, verdict_id=data["verdict_id"],
+                   reason=str(data.get("reason") or ""), analyst=str(data.get("analyst") or ""),
+                   time=str(data.get("time") or ""), suppress=suppress,
+                   suppress_hours=float(hours) if hours is not None else None)
