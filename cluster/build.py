@@ -95,3 +95,26 @@ def build_scorer(config: ClusterConfig, model: str | None = None) -> Any:
     if models.shadow and not model:
         scorer.start_shadow(models.shadow)
     return scorer
+
+
+def build_correlator(config: ClusterConfig, ruleset: Ruleset, criticality: Any = None) -> Any:
+    """A `correlator.Correlator` over the ruleset's correlation rules with the config's fusion
+    settings (`correlator.fusion`), lateness and group cap: the correlator actors, replay and
+    eval all build it here."""
+    from correlator.pipeline import Correlator
+    from correlator.settings import fusion_config_from_dict
+
+    settings = config.correlator
+    return Correlator.from_ruleset(ruleset, fusion_config_from_dict(settings.fusion), criticality,
+                                   allowed_lateness_ms=settings.allowed_lateness_s * 1000,
+                                   max_groups=settings.max_groups)
+
+
+def load_criticality_file(config: ClusterConfig) -> tuple[Any, list[str]]:
+    """(`correlator.criticality.Criticality`, errors per bad line) from `correlator.criticality`;
+    an empty lookup when none is configured."""
+    from correlator.criticality import Criticality, load_criticality
+
+    if not config.correlator.criticality:
+        return Criticality(), []
+    return load_criticality(config.correlator.criticality)

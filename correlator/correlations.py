@@ -74,6 +74,7 @@ __all__ = ["DEFAULT_ALLOWED_LATENESS_MS", "CorrelationEngine", "CorrelationHit",
 DEFAULT_ALLOWED_LATENESS_MS = 60_000
 DEFAULT_MAX_GROUPS = 100_000
 DEFAULT_MAX_REFS = 20
+DEFAULT_MAX_SEEN = 200_000  # hit references remembered for idempotence
 MAX_CHAIN_DEPTH = 16
 STATE_VERSION = 1
 
@@ -267,6 +268,11 @@ class CorrelationEngine:
         self._ignored = 0  # hits of rules no correlation references
         self._too_late = 0
         self._too_late_by_rule: dict[str, int] = {}
+        # (rule id, topic, partition, offset) of hits applied: a hit delivered twice (at-least-once
+        # upstream, a replayed batch) is applied once. Bounded: the oldest are forgotten first.
+        self._seen: OrderedDict[tuple[str, str, int, int], None] = OrderedDict()
+        self.max_seen = DEFAULT_MAX_SEEN
+        self._duplicates = 0
 
     @classmethod
     def from_ruleset(cls, ruleset: Ruleset, **options: Any) -> CorrelationEngine:
@@ -286,7 +292,16 @@ class CorrelationEngine:
         return None if self._watermark == -_INF else int(self._watermark)
 
     def process(self, hit: Hit) -> list[CorrelationHit]:
-        """Apply one hit; return the correlation hits it (or the watermark it moves) produces."""
+        """Apply one hit; return the correlation hits it (or the watermark it moves) produces.
+        A hit whose (rule, evidence reference) was applied before is skipped (`duplicates`)."""
+        if hit.ref is not None:
+            seen = (hit.rule_id, *hit.ref)
+            if seen in self._seen:
+                self._duplicates += 1
+                return []
+            self._seen[seen] = None
+            if len(self._seen) > self.max_seen:
+                self._seen.popitem(last=False)
         self._hits_in += 1
         time = hit.event_time_ms
         previous = self._partitions.get(hit.partition)
@@ -331,6 +346,7 @@ class CorrelationEngine:
             "ignored": self._ignored,
             "too_late": self._too_late,
             "too_late_by_rule": dict(self._too_late_by_rule),
+            "duplicates": self._duplicates,
             "watermark": self.watermark(),
             "partitions": len(self._partitions),
             "groups": sum(len(c.groups) for c in self._corrs),
@@ -363,6 +379,8 @@ class CorrelationEngine:
             "too_late": self._too_late,
             "too_late_by_rule": dict(self._too_late_by_rule),
             "heap_seq": self._heap_seq,
+            "seen": [list(key) for key in self._seen],
+            "duplicates": self._duplicates,
             "closing": [[end, seq, self._corrs[i].spec.id, list(key), start] for end, seq, i, key, start in self._heap],
             "correlations": {
                 c.spec.id: {
@@ -395,6 +413,8 @@ class CorrelationEngine:
         self._ignored = int(state["ignored"])
         self._too_late = int(state["too_late"])
         self._too_late_by_rule = dict(state["too_late_by_rule"])
+        self._seen = OrderedDict((tuple(key), None) for key in state.get("seen", ()))
+        self._duplicates = int(state.get("duplicates", 0))
         self._heap = []
         for corr in self._corrs:
             corr.groups = OrderedDict()

@@ -30,8 +30,9 @@ def register(commands: Any) -> None:
     status.add_argument("--json", action="store_true")
     status.set_defaults(run=lambda args: run_guarded(_status, args))
 
-    scale = commands.add_parser("scale", help="change the number of PartitionWorkers of a running cluster")
-    scale.add_argument("workers", type=int)
+    scale = commands.add_parser("scale", help="change the number of PartitionWorkers (and correlators) of a running cluster")
+    scale.add_argument("workers", type=int, nargs="?", help="PartitionWorkers (omit to keep them)")
+    scale.add_argument("--correlators", type=int, metavar="N", help="CorrelatorWorkers")
     scale.add_argument("--address", default="auto", metavar="ADDR")
     scale.set_defaults(run=lambda args: run_guarded(_scale, args))
 
@@ -43,7 +44,7 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     connect(args.address or "local", config.ray.host)  # a new local Ray unless told which cluster to join
     supervisor, workers = SupervisorHandle.start(config, name=SUPERVISOR_NAME, detached=bool(args.address))
-    print(f"sigmaray: supervisor started with {len(workers)} workers on {config.kafka.input_topics}", file=sys.stderr)
+    print(f"sigmaray: supervisor started {', '.join(workers)} on {config.kafka.input_topics}", file=sys.stderr)
     own_ray = not args.address
     reach = " (this machine only: see README \"Exposing metrics\")" if own_ray and config.ray.host == LOOPBACK else ""
     print(f"sigmaray: Ray at {CONTEXT.get('gcs_address')} (`sigmaray status --address {CONTEXT.get('gcs_address')}`), "
@@ -80,9 +81,15 @@ def _status(args: argparse.Namespace) -> int:
 def _scale(args: argparse.Namespace) -> int:
     from cluster.ray.connect import SupervisorHandle, connect
 
+    if args.workers is None and args.correlators is None:
+        print("sigmaray scale: give a number of workers and/or --correlators N", file=sys.stderr)
+        return 2
+    if any(n is not None and n < (1 if n is args.workers else 0) for n in (args.workers, args.correlators)):
+        print("sigmaray scale: at least 1 worker, and 0 or more correlators", file=sys.stderr)
+        return 2
     connect(args.address)
-    names = SupervisorHandle.find(args.address).scale(args.workers)
-    print(f"sigmaray: {len(names)} workers: {', '.join(names)}")
+    names = SupervisorHandle.find(args.address).scale(args.workers, args.correlators)
+    print(f"sigmaray: {len(names)} actors: {', '.join(names)}")
     return 0
 
 
@@ -106,6 +113,26 @@ def _print_table(status: dict[str, Any]) -> None:
         print(f"rule rejected: {line}")
     if len(rejected) > 10:
         print(f"... and {len(rejected) - 10} more rejected rules (`sigmaray status --json`)")
+    correlators = status.get("correlators") or []
+    if correlators:
+        print(f"{'correlator':<14} {'detections':>10} {'hits':>8} {'alerts':>8} {'P1/P2/P3/P4':>15} {'dead':>6} "
+              f"{'lag':>8} {'entities':>9} {'groups':>7} partitions")
+    for row in correlators:
+        if "error" in row and "detections_in" not in row:
+            print(f"{row['worker']:<14} error: {row['error']}")
+            continue
+        state = row.get("state") or {}
+        by_priority = row.get("alerts_by_priority") or {}
+        priorities = "/".join(str(by_priority.get(f"P{n}", 0)) for n in range(1, 5))
+        print(f"{row['worker']:<14} {row['detections_in']:>10} {row['hits_in']:>8} {row['alerts_out']:>8} "
+              f"{priorities:>15} {row['dead_letters']:>6} {sum(row['lag'].values()):>8} "
+              f"{state.get('entities', '-'):>9} {state.get('groups', '-'):>7} {', '.join(row['partitions'])}")
+        details = [f"error: {row['last_error']}"] if row.get("last_error") else []
+        details += [f"skipped ({count}): {reason}" for reason, count in sorted((state.get("skipped") or {}).items())]
+        details += [f"criticality: {line}" for line in row.get("criticality_errors") or []]
+        details += [f"{p}: rebuilding state up to offset {u}" for p, u in sorted((state.get("replaying") or {}).items())]
+        for line in details[:10]:
+            print(f"{'':<14} {line}")
     print(f"restarts: {status['restarts']}" + (f", last error: {status['last_error']}" if status.get("last_error") else ""))
 
 

@@ -17,18 +17,36 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
+from cluster.config import ClusterConfig
 from cluster.kafka import client as kafka
-from cluster.processing.detector import InputRecord, OutputRecord
-
-if TYPE_CHECKING:
-    from cluster.kafka.partition_loop import PartitionLoop
+from cluster.processing.detector import BatchResult, InputRecord, OutputRecord
 
 Partition = tuple[str, int]
+
+
+class PartitionLoop(Protocol):
+    """What the protocol needs of a loop: the workers' PartitionLoop and the CorrelatorLoop."""
+
+    config: ClusterConfig
+    metrics: Any  # worker, pauses, dead_letters(_by_stage), last_error, redelivered_batches, ... counters
+    consumer: Any  # confluent_kafka.Consumer
+    batch_bytes: int
+    floor: dict[Partition, int]
+
+    def process(self, records: list[InputRecord]) -> BatchResult: ...
+
+    def snapshot_state(self, records: list[InputRecord]) -> None: ...
+
+    def commit_offsets(self, records: list[InputRecord]) -> None: ...
+
+    def rewind(self, records: list[InputRecord]) -> None: ...
+
+    def count(self, result: BatchResult, started: float) -> None: ...
 
 # Delivery errors that no retry can fix: the record itself is refused. Such an output is
 # replaced by a cut-down dead letter; every other delivery error repeats the unit.

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from cluster.config import KafkaConfig
@@ -121,3 +121,27 @@ def wait_until(check: Any, timeout: float, every: float = 0.5) -> bool:
             return True
         time.sleep(every)
     return bool(check())
+
+
+# What a group coordinator answers while it starts (a broker just up, a coordinator moving).
+_COORDINATOR_WAIT = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                     KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TIMED_OUT, KafkaError._TRANSPORT}
+
+
+def committed_offsets(client: Consumer, partitions: list[TopicPartition], timeout: float = 30) -> list[TopicPartition]:
+    """The group's committed offsets. A broker that has just started answers NOT_COORDINATOR
+    (or COORDINATOR_LOAD_IN_PROGRESS) until its offsets topic is ready: retried, not fatal."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found = list(client.committed(partitions, timeout=max(1.0, deadline - time.monotonic())))
+            if not any(tp.error is not None and tp.error.code() in _COORDINATOR_WAIT for tp in found) \
+                    or time.monotonic() >= deadline:
+                return found
+            time.sleep(0.5)
+        except KafkaException as error:
+            kafka_error = error.args[0] if error.args else None
+            waiting = kafka_error is not None and (kafka_error.retriable() or kafka_error.code() in _COORDINATOR_WAIT)
+            if not waiting or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)

@@ -35,10 +35,6 @@ from cluster.state.attempts import AttemptLog, Decision, Marker, Mode
 from cluster.state.partition_models import PartitionModels
 
 Partition = tuple[str, int]
-# What a group coordinator answers while it starts (a broker just up, a coordinator moving).
-_COORDINATOR_WAIT = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-                     KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TIMED_OUT, KafkaError._TRANSPORT}
-
 @dataclass(slots=True)
 class LoopMetrics:
     worker: str
@@ -251,22 +247,7 @@ class PartitionLoop:
                 else TopicPartition(t, p) for t, p in partitions]
 
     def _committed(self, partitions: list[TopicPartition], timeout: float = 30) -> list[TopicPartition]:
-        """The group's committed offsets. A broker that has just started answers NOT_COORDINATOR
-        (or COORDINATOR_LOAD_IN_PROGRESS) until its offsets topic is ready: retried, not fatal."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                found = list(self.consumer.committed(partitions, timeout=max(1.0, deadline - time.monotonic())))
-                if not any(tp.error is not None and tp.error.code() in _COORDINATOR_WAIT for tp in found) \
-                        or time.monotonic() >= deadline:
-                    return found
-                time.sleep(0.5)
-            except KafkaException as error:
-                kafka_error = error.args[0] if error.args else None
-                waiting = kafka_error is not None and (kafka_error.retriable() or kafka_error.code() in _COORDINATOR_WAIT)
-                if not waiting or time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.5)
+        return kafka.committed_offsets(self.consumer, partitions, timeout)
 
     def _acquire(self, partition: Partition, committed: int) -> None:
         self.floor[partition] = committed  # negative: nothing committed yet

@@ -129,13 +129,65 @@ class PartitionWorker:
 
 
 @_ray_remote(max_concurrency=4)
+class CorrelatorWorker:
+    """Runs a CorrelatorLoop (cluster/kafka/correlator_loop.py) in a thread: it owns partitions of
+    the detections and repartition topics, and writes fused alerts."""
+
+    def __init__(self, config: dict[str, Any], worker: str) -> None:
+        from cluster.kafka.correlator_loop import CorrelatorLoop  # Kafka clients live in this process
+
+        self.loop = CorrelatorLoop(config_from_dict(config), worker)
+        self.stop_event = threading.Event()
+        self.error: str | None = None
+        self.thread = threading.Thread(target=self._run, name=f"loop-{worker}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.loop.run(self.stop_event)
+        except Exception as error:  # reported through ping(); the supervisor replaces us
+            self.error = f"{type(error).__name__}: {error}"
+
+    def assign(self, partitions: list[tuple[str, int]]) -> bool:
+        return self.loop.assign([tuple(p) for p in partitions], wait=60)  # type: ignore[misc]
+
+    def ping(self) -> dict[str, Any]:
+        return {"alive": self.thread.is_alive(), "error": self.error}
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def metrics(self) -> dict[str, Any]:
+        return self.loop.status()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(30)
+
+
+class _Pool:
+    """Actors of one kind and the topics whose partitions they share."""
+
+    def __init__(self, actor: type, prefix: str, topics: list[str]) -> None:
+        self.actor = actor
+        self.prefix = prefix
+        self.topics = topics
+        self.members: dict[str, Any] = {}
+
+
+@_ray_remote(max_concurrency=4)
 class Supervisor:
-    """Assigns every input partition to exactly one worker; replaces dead workers."""
+    """Assigns every input partition to exactly one PartitionWorker, and every partition of the
+    detections and repartition topics to exactly one CorrelatorWorker; replaces dead actors."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.parsed = config_from_dict(config)
-        self.workers: dict[str, Any] = {}
+        kafka = self.parsed.kafka
+        self.pool = _Pool(PartitionWorker, "worker", list(kafka.input_topics))
+        self.correlator_pool = _Pool(CorrelatorWorker, "correlator",
+                                     [kafka.detections_topic, self.parsed.correlator.repartition_topic])
+        self.workers = self.pool.members  # the same table, by the name status and scale use
         self.generation = 0
         self.restarts = 0
         # False until a rebalance has gone through: a failed one (broker down) is retried by the
@@ -151,12 +203,31 @@ class Supervisor:
         """Starts the workers. A missing output topic is an error; an unreachable broker is not:
         the workers wait for it and the watch assigns partitions once it answers."""
         self._check_output_topics()
+        correlators = self.parsed.correlator.instances if self.parsed.correlator.enabled else 0
+        if correlators:
+            self._ensure_correlator_topics()
         try:
-            self.scale(self.parsed.workers)
+            self.scale(self.parsed.workers, correlators)
         except Exception as error:  # the rebalance needs topic metadata; retried by the watch
             self.last_error = f"{type(error).__name__}: {error}"
         self.monitor.start()
-        return sorted(self.workers)
+        return sorted(self.workers) + sorted(self.correlator_pool.members)
+
+    def _ensure_correlator_topics(self) -> None:
+        """The correlators' topics: the repartition topic is internal (Kafka Streams creates its
+        own too), with as many partitions as the detections topic; alerts likewise; verdicts and
+        the alerts' dead letters take one. Existing topics are left as they are."""
+        from cluster.kafka.client import create_topics, existing_topics
+
+        kafka = self.parsed.kafka
+        settings = self.parsed.correlator
+        existing = existing_topics(kafka)
+        spread = existing.get(kafka.detections_topic, 1)
+        wanted = {settings.repartition_topic: spread, settings.alerts_topic: spread, settings.verdicts_topic: 1,
+                  settings.alerts_dead_letter_topic: 1}
+        missing = {topic: count for topic, count in wanted.items() if topic not in existing}
+        if missing:
+            create_topics(kafka, missing, exist_ok=True)
 
     def _check_output_topics(self) -> None:
         """Workers produce to these; a missing one would stall every batch, so say so up front."""
@@ -168,40 +239,50 @@ class Supervisor:
             raise RuntimeError(f"output topic(s) {', '.join(missing)} do not exist on {kafka.bootstrap_servers}: "
                                "create them (or enable auto.create.topics.enable on the broker)")
 
-    def partitions(self) -> list[tuple[str, int]]:
+    def partitions(self, pool: _Pool | None = None) -> list[tuple[str, int]]:
         from cluster.kafka.client import partitions
 
-        return partitions(self.parsed.kafka, self.parsed.kafka.input_topics)
+        return partitions(self.parsed.kafka, (pool or self.pool).topics)
 
-    def scale(self, count: int) -> list[str]:
-        """Change the number of workers on a running cluster, then reassign partitions."""
+    def _start(self, pool: _Pool) -> None:
+        self.generation += 1
+        name = f"{pool.prefix}-{self.generation}"
+        pool.members[name] = actor_class(pool.actor).options(
+            name=f"sigmaray-{name}", namespace=NAMESPACE
+        ).remote(self.config, name)
+
+    def scale(self, count: int | None = None, correlators: int | None = None) -> list[str]:
+        """Change the number of workers and/or correlators on a running cluster, then reassign
+        partitions. Returns the names of both."""
         with self.lock:
-            while len(self.workers) < count:
-                self.generation += 1
-                name = f"worker-{self.generation}"
-                self.workers[name] = actor_class(PartitionWorker).options(
-                    name=f"sigmaray-{name}", namespace=NAMESPACE
-                ).remote(self.config, name)
-            while len(self.workers) > count:
-                name = sorted(self.workers)[-1]
-                worker = self.workers.pop(name)
-                ray.get(worker.stop.remote(), timeout=60)
-                ray.kill(worker)
+            for pool, wanted in ((self.pool, count), (self.correlator_pool, correlators)):
+                if wanted is None:
+                    continue
+                while len(pool.members) < wanted:
+                    self._start(pool)
+                while len(pool.members) > wanted:
+                    name = sorted(pool.members)[-1]
+                    actor = pool.members.pop(name)
+                    ray.get(actor.stop.remote(), timeout=60)
+                    ray.kill(actor)
             self._rebalance()
-            return sorted(self.workers)
+            return sorted(self.workers) + sorted(self.correlator_pool.members)
 
     def _rebalance(self) -> None:
-        names = sorted(self.workers)
-        plan: dict[str, list[tuple[str, int]]] = {n: [] for n in names}
-        for i, partition in enumerate(self.partitions()):
-            plan[names[i % len(names)]].append(partition)
         self.balanced = False
-        # Release first, then grant: one owner per partition at any time.
-        released: dict[str, list[tuple[str, int]]] = {n: [] for n in names}
-        for step in (released, plan):
-            applied = ray.get([self.workers[n].assign.remote(step[n]) for n in names], timeout=120)
-            if not all(applied):
-                raise RuntimeError("a worker did not apply its assignment within 60 s")
+        for pool in (self.pool, self.correlator_pool):
+            names = sorted(pool.members)
+            if not names:
+                continue
+            plan: dict[str, list[tuple[str, int]]] = {n: [] for n in names}
+            for i, partition in enumerate(self.partitions(pool)):
+                plan[names[i % len(names)]].append(partition)
+            # Release first, then grant: one owner per partition at any time.
+            released: dict[str, list[tuple[str, int]]] = {n: [] for n in names}
+            for step in (released, plan):
+                applied = ray.get([pool.members[n].assign.remote(step[n]) for n in names], timeout=120)
+                if not all(applied):
+                    raise RuntimeError(f"a {pool.prefix} did not apply its assignment within 60 s")
         self.balanced = True
 
     def _watch(self) -> None:
@@ -218,7 +299,7 @@ class Supervisor:
 
     def _replace_dead(self) -> None:
         dead: dict[str, str] = {}
-        for name, worker in self._snapshot().items():
+        for name, worker in {**self._snapshot(), **dict(self.correlator_pool.members)}.items():
             try:
                 health = ray.get(worker.ping.remote(), timeout=10)
                 if not health["alive"]:
@@ -232,7 +313,8 @@ class Supervisor:
             if self.stop_event.is_set():
                 return
             for name, reason in dead.items():
-                worker = self.workers.pop(name, None)
+                pool = self.pool if name in self.pool.members else self.correlator_pool
+                worker = pool.members.pop(name, None)
                 if worker is None:
                     continue  # scaled away meanwhile
                 self.worker_errors.append(reason)
@@ -241,11 +323,7 @@ class Supervisor:
                 except Exception:
                     pass  # already gone
                 self.restarts += 1
-                self.generation += 1
-                new_name = f"worker-{self.generation}"
-                self.workers[new_name] = actor_class(PartitionWorker).options(
-                    name=f"sigmaray-{new_name}", namespace=NAMESPACE
-                ).remote(self.config, new_name)
+                self._start(pool)
             self._rebalance()
 
     def _snapshot(self) -> dict[str, Any]:
@@ -269,16 +347,18 @@ class Supervisor:
             return {"workers": replies, "errors": errors}
 
     def worker_pids(self) -> dict[str, int]:
-        return {name: ray.get(worker.pid.remote(), timeout=30) for name, worker in sorted(self._snapshot().items())}
+        actors = {**self._snapshot(), **dict(self.correlator_pool.members)}
+        return {name: ray.get(actor.pid.remote(), timeout=30) for name, actor in sorted(actors.items())}
 
     def status(self) -> dict[str, Any]:
-        rows = []
-        for name, worker in sorted(self._snapshot().items()):
-            try:
-                rows.append(ray.get(worker.metrics.remote(), timeout=10))
-            except Exception as error:
-                rows.append({"worker": name, "error": str(error)})
-        return {"workers": rows, "restarts": self.restarts, "last_error": self.last_error,
+        tables: dict[str, list[dict[str, Any]]] = {"workers": [], "correlators": []}
+        for key, members in (("workers", self._snapshot()), ("correlators", dict(self.correlator_pool.members))):
+            for name, actor in sorted(members.items()):
+                try:
+                    tables[key].append(ray.get(actor.metrics.remote(), timeout=10))
+                except Exception as error:
+                    tables[key].append({"worker": name, "error": str(error)})
+        return {**tables, "restarts": self.restarts, "last_error": self.last_error,
                 "replaced": list(self.worker_errors[-5:])}
 
     def shutdown(self) -> None:
@@ -287,7 +367,9 @@ class Supervisor:
         the watch changes nothing once the stop is set."""
         self.stop_event.set()
         with self.lock:
-            workers, self.workers = dict(self.workers), {}
+            workers = {**self.pool.members, **self.correlator_pool.members}
+            self.pool.members.clear()
+            self.correlator_pool.members.clear()
         for worker in workers.values():
             try:
                 ray.get(worker.stop.remote(), timeout=60)

@@ -161,10 +161,12 @@ class SupervisorHandle:
 
         return dict(ray.get(self.actor.status.remote(), timeout=timeout))
 
-    def scale(self, workers: int) -> list[str]:
+    def scale(self, workers: int | None = None, correlators: int | None = None) -> list[str]:
+        """New numbers of PartitionWorkers and/or CorrelatorWorkers (None: unchanged); the names
+        of both after the rebalance."""
         import ray
 
-        return list(ray.get(self.actor.scale.remote(workers)))
+        return list(ray.get(self.actor.scale.remote(workers, correlators)))
 
     def model_command(self, command: str, name: str = "", timeout: float = 300) -> dict[str, Any]:
         import ray
