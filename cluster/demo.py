@@ -20,11 +20,11 @@ from typing import Any, TextIO
 import orjson
 
 from cluster.config import config_from_dict
+from cluster.console.server import start_console
 from cluster.kafka import client as kafka
 from cluster.kafka import dev_broker
 from cluster.ray.connect import SupervisorHandle, init_local_ray, is_connected, shutdown
-from correlator.fusion import Alert
-from correlator.pipeline import Correlator
+from correlator.summary import AlertRecord, alert_line, decode_alert
 from detectors.shipped import shipped_rules_path
 from models.datasets.generator import generate
 
@@ -33,13 +33,15 @@ DEFAULT_OTRF = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ot
 
 def run_demo(events: int = 20000, rate: float = 2000, seconds: float = 0, attack_share: float = 0.02,
              shared: Path | None = DEFAULT_OTRF, seed: int = 0, keep: bool = False, port: int | None = None,
-             data_dir: str | None = None, out: TextIO | None = None) -> dict[str, Any]:
+             data_dir: str | None = None, out: TextIO | None = None, console_port: int | None = None) -> dict[str, Any]:
     """Runs the demo; returns the summary (also printed). `out` receives the live lines."""
     out = out or sys.stdout
     broker = dev_broker.up(data_dir, port or dev_broker.DEFAULT_PORT)
     bootstrap = broker.bootstrap
     run = uuid.uuid4().hex[:6]
-    topics = {"in": f"sigmaray-demo-{run}-events", "out": f"sigmaray-demo-{run}-detections", "dlq": f"sigmaray-demo-{run}-dead"}
+    topics = {"in": f"sigmaray-demo-{run}-events", "out": f"sigmaray-demo-{run}-detections", "dlq": f"sigmaray-demo-{run}-dead",
+              "alerts": f"sigmaray-demo-{run}-alerts", "verdicts": f"sigmaray-demo-{run}-verdicts",
+              "repartition": f"sigmaray-demo-{run}-repartition", "alerts_dlq": f"sigmaray-demo-{run}-alerts-dead"}
     kafka.create_topics(bootstrap, {topics["in"]: 4, topics["out"]: 2, topics["dlq"]: 1}, exist_ok=False)
     otrf = shared if shared and Path(shared).is_dir() else None
     stream = list(generate(events, seed, attack_share, otrf, attacks="auto"))
@@ -52,17 +54,17 @@ def run_demo(events: int = 20000, rate: float = 2000, seconds: float = 0, attack
         # the demo's model state lives and dies with its topics
         "models": {"checkpoint_url": str(Path(tempfile.gettempdir()) / f"sigmaray-demo-{run}")},
         "workers": 2,
+        "correlator": {"alerts_topic": topics["alerts"], "verdicts_topic": topics["verdicts"],
+                       "repartition_topic": topics["repartition"], "alerts_dead_letter_topic": topics["alerts_dlq"]},
+        **({"console": {"port": console_port}} if console_port is not None else {}),
     })
     started_ray = not is_connected()
     if started_ray:
         init_local_ray(config.ray.host, include_dashboard=False, logging_level="ERROR", namespace=f"sigmaray-demo-{run}")
-    print(f"sigmaray demo: broker {bootstrap}, Ray up, starting 2 workers with the rules in {rules} ...", file=out)
+    print(f"sigmaray demo: broker {bootstrap}, Ray up, starting 2 workers and a correlator with the rules in {rules} ...",
+          file=out)
     supervisor, _workers = SupervisorHandle.start(config)
-    # The correlator's one code path, here beside the viewer: the demo shows prioritized alerts,
-    # not every raw detection (the correlator actors of the cluster are not built yet).
-    from cluster.build import load_rules
-
-    correlator = Correlator.from_ruleset(load_rules(config.rules))
+    console = start_console(config, status=lambda: supervisor.status(timeout=10), out=out)
     shown: dict[str, int] = {}  # alert id -> the highest priority it reached (1 = P1)
     began = time.monotonic()
 
@@ -79,8 +81,10 @@ def run_demo(events: int = 20000, rate: float = 2000, seconds: float = 0, attack
 
     producer_thread = threading.Thread(target=produce, daemon=True)
     producer_thread.start()
+    # The viewer reads the detections (to count them) and the correlator's alerts (to show them):
+    # the demo shows prioritized alerts, not every raw detection.
     viewer = kafka.consumer(bootstrap, f"{group}-viewer", **{"auto.offset.reset": "earliest"})
-    viewer.subscribe([topics["out"]])
+    viewer.subscribe([topics["out"], topics["alerts"]])
     by_rule: Counter[str] = Counter()
     seen: list[dict[str, Any]] = []
     quiet_since = time.monotonic()
@@ -89,23 +93,29 @@ def run_demo(events: int = 20000, rate: float = 2000, seconds: float = 0, attack
             message = viewer.poll(0.3)
             if message is not None and not message.error():
                 value = message.value()
-                assert value is not None  # a detection, never a tombstone
+                assert value is not None  # a detection or an alert, never a tombstone
+                quiet_since = time.monotonic()
+                if message.topic() == topics["alerts"]:
+                    try:
+                        _show(decode_alert(value, message.headers()), shown, out)
+                    except ValueError as error:
+                        print(f"sigmaray demo: not an alert: {error}", file=out)
+                    continue
                 detection = orjson.loads(value)
+                if detection.get("kind") == "correlation":
+                    continue  # a correlation hit on its way to its entity's owner
                 seen.append(detection)
                 by_rule[detection["rule"]["title"]] += 1
-                quiet_since = time.monotonic()
-                for alert in correlator.process(detection):
-                    _show(alert, shown, out)
             if seconds and time.monotonic() - began > seconds:
                 break
-            if not producer_thread.is_alive() and time.monotonic() - quiet_since > 2:
-                done = kafka.committed_total(bootstrap, group, topics["in"], 4)
-                if done >= len(stream) and time.monotonic() - quiet_since > 3:
-                    break
+            if not producer_thread.is_alive() and time.monotonic() - quiet_since > 3 \
+                    and kafka.committed_total(bootstrap, group, topics["in"], 4) >= len(stream) \
+                    and _correlated(supervisor):
+                break
     finally:
-        for alert in correlator.flush():
-            _show(alert, shown, out)
         viewer.close()
+        if console is not None:
+            console.stop()
         status = supervisor.status(timeout=60)
         supervisor.shutdown(timeout=120)
         supervisor.kill()
@@ -138,16 +148,17 @@ def run_demo(events: int = 20000, rate: float = 2000, seconds: float = 0, attack
     return summary
 
 
-def _show(alert: Alert, shown: dict[str, int], out: TextIO) -> None:
-    """One line per new or raised alert: priority, entity, title and why. Each alert is counted
+def _correlated(supervisor: SupervisorHandle) -> bool:
+    """The correlators have read every detection (their lag, updated every few seconds, is 0)."""
+    rows = supervisor.status(timeout=30).get("correlators") or []
+    return bool(rows) and all(row.get("lag") and sum(row["lag"].values()) == 0 for row in rows)
+
+
+def _show(alert: AlertRecord, shown: dict[str, int], out: TextIO) -> None:
+    """One line per new or raised alert (`sigmaray alerts tail`'s line). Each alert is counted
     once in the summary, at the highest priority it reached."""
     if alert.activity == "Close":
         return
-    explanation = alert.explanation
-    why = "; ".join(explanation.get("priority", {}).get("reasons", [])[:2])
-    tactics = ", ".join(explanation.get("tactics", [])[:3]) if isinstance(explanation.get("tactics"), list) else ""
-    title = alert.ocsf.get("finding_info", {}).get("title", "")
-    print(f"{alert.label} {alert.activity:<6} {alert.entity:<15} {title}  x{alert.count}"
-          f"{'  [' + tactics + ']' if tactics else ''}  ({why})", file=out)
+    print(alert_line(alert), file=out)
     shown[alert.alert_id] = min(shown.get(alert.alert_id, alert.priority), alert.priority)
 

@@ -11,6 +11,15 @@ if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
     echo "warning: java and mvn are needed for 'sigmaray kafka up' (install openjdk-17 and maven)" >&2
   fi
 fi
+# The console's browser test drives Debian's chromium through its chromedriver: a browser that
+# Selenium or Playwright would download cannot be fetched here.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get update -q && apt-get install -y -q chromium chromium-driver
+  else
+    echo "warning: chromium and chromium-driver are needed for the console's browser test (tests/test_console_browser.py)" >&2
+  fi
+fi
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 if [ ! -x .venv/bin/python ]; then

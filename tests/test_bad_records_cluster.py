@@ -67,6 +67,7 @@ def _config(broker: str, topics: dict[str, str], tmp_path: Path, **extra: Any) -
         "rules": {"paths": [_rules(tmp_path)]},
         "models": {"checkpoint_url": str(tmp_path / "checkpoints"), "calibration_window": 300},
         "workers": 2,
+        "correlator": {"enabled": False},  # the workers are under test
     }
     for section, values in extra.items():
         data[section] = {**data.get(section, {}), **values} if isinstance(values, dict) else values

@@ -47,6 +47,9 @@ def test_run_status_scale_promote_and_metrics_of_a_running_cluster(broker: str, 
         "rules": {"paths": [str(ROOT / "rules")]},
         "models": {"checkpoint_url": str(tmp_path / "checkpoints"), "shadow": "sad-rate"},
         "workers": 2,
+        "correlator": {"alerts_topic": f"alerts-{run}", "verdicts_topic": f"verdicts-{run}",
+                       "repartition_topic": f"repartition-{run}", "alerts_dead_letter_topic": f"alerts-dead-{run}"},
+        "console": {"port": 0},  # any free port: never the one a person's demo uses
     }))
     log = (tmp_path / "run.log").open("w")
     process = subprocess.Popen([*SIGMARAY, "run", "--config", str(config), "--for-seconds", "600"],
@@ -61,6 +64,9 @@ def test_run_status_scale_promote_and_metrics_of_a_running_cluster(broker: str, 
                 address, metrics_url = found.groups()
             assert process.poll() is None, (tmp_path / "run.log").read_text()
         assert address and metrics_url, (tmp_path / "run.log").read_text()
+        console = re.search(r"console at (http://\S+)", (tmp_path / "run.log").read_text())
+        assert console, (tmp_path / "run.log").read_text()
+        assert urllib.request.urlopen(console.group(1) + "/login", timeout=10).status == 200
 
         events = list(generate(3_000, seed=5, attack_share=0.03, otrf_root=OTRF))
         producer = Producer({"bootstrap.servers": broker})
@@ -80,16 +86,29 @@ def test_run_status_scale_promote_and_metrics_of_a_running_cluster(broker: str, 
         assert sum(r["events_in"] for r in current["workers"]) == len(events)
         assert sum(r["detections_out"] for r in current["workers"]) > 0
         assert all(r["models"]["model"] == "hst@1" and r["models"]["shadow"] == "sad-rate@2" for r in current["workers"])
+        # The correlator (one by default) read every detection, created its topics and alerted.
+        deadline = time.monotonic() + 120
+        detections = sum(r["detections_out"] + r["anomalies_out"] for r in current["workers"])
+        while time.monotonic() < deadline and \
+                sum(r.get("detections_in", 0) for r in status()["correlators"]) < detections:
+            time.sleep(2)
+        correlators = status()["correlators"]
+        assert [r["worker"] for r in correlators] == ["correlator-3"]
+        assert sum(r["detections_in"] for r in correlators) >= detections
+        assert sum(r["alerts_out"] for r in correlators) > 0
+        assert f"repartition-{run}" in str(correlators[0]["partitions"])
 
         table = _cli("status")  # no --address: `run` wrote where its own Ray is
         assert table.returncode == 0, table.stderr
         assert "worker-1" in table.stdout and "hst@1" in table.stdout
 
-        scaled = _cli("scale", "3", "--address", address)
+        scaled = _cli("scale", "3", "--correlators", "2", "--address", address)
         assert scaled.returncode == 0, scaled.stderr
-        assert "3 workers" in scaled.stdout
+        assert "5 actors" in scaled.stdout
         owners = [p for r in status()["workers"] for p in r["partitions"]]
         assert sorted(owners) == sorted(f"{topics['in']}[{p}]" for p in range(3))  # one owner each
+        owned = [p for r in status()["correlators"] for p in r["partitions"]]
+        assert sorted(owned) == sorted([f"{topics['out']}[0]", f"repartition-{run}[0]"])  # one owner each
 
         promoted = _cli("models", "promote", "--address", address, "--json")
         assert promoted.returncode == 0, promoted.stderr

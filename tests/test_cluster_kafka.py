@@ -86,6 +86,7 @@ def test_two_workers_on_three_partitions_process_every_event_and_match_offline_s
                   "dead_letter_topic": topics["dlq"], "group_id": f"sigmaray-{run}"},
         "rules": {"paths": [str(ROOT / "rules")]},
         "workers": 2,
+        "correlator": {"enabled": False},  # the workers are under test
     })
     supervisor = Supervisor.remote(config_to_dict(config))
     try:
@@ -149,6 +150,7 @@ def _kill_midstream(broker: str, ray_local: Any,
         "processing": {"batch_size": 50, "guarantee": guarantee},
         "rules": {"paths": [str(ROOT / "rules")]},
         "workers": 2,
+        "correlator": {"enabled": False},  # the workers are under test
     })
     supervisor = Supervisor.remote(config_to_dict(config))
     try:
@@ -209,6 +211,7 @@ def test_a_rule_pushed_live_starts_matching_without_restart_and_a_deleted_rule_s
                   "dead_letter_topic": topics["dlq"], "group_id": f"sigmaray-{run}"},
         "rules": {"paths": [str(empty)], "topic": topics["rules"]},
         "workers": 2,
+        "correlator": {"enabled": False},  # the workers are under test
     })
     producer = Producer({"bootstrap.servers": broker})
 
@@ -302,6 +305,7 @@ def test_broker_stopped_and_restarted_midstream_the_cluster_resumes_and_loses_no
             "processing": {"batch_size": 100},
             "rules": {"paths": [str(ROOT / "rules")]},
             "workers": 2,
+            "correlator": {"enabled": False},  # the workers are under test
         })
         supervisor = Supervisor.remote(config_to_dict(config))
         try:
@@ -361,6 +365,7 @@ def test_scaling_a_running_cluster_moves_partitions_and_keeps_one_owner_each(bro
                   "dead_letter_topic": topics["dlq"], "group_id": group},
         "rules": {"paths": [str(ROOT / "rules")]},
         "workers": 1,
+        "correlator": {"enabled": False},  # the workers are under test
     })
     supervisor = Supervisor.remote(config_to_dict(config))
     try:

@@ -54,6 +54,7 @@ class Run:
             "models": {"shadow_topic": self.topics["shadow"], "checkpoint_url": str(tmp_path / "checkpoints"),
                        "calibration_window": 300, **models},
             "workers": 2,
+            "correlator": {"enabled": False},  # the workers are under test
         })
         self.producer = Producer({"bootstrap.servers": broker, "linger.ms": 20})
         self.sent: dict[int, list[dict[str, Any]]] = {p: [] for p in range(PARTITIONS)}

@@ -134,6 +134,7 @@ def test_a_worker_killed_while_its_successor_replays_model_state_duplicates_noth
             "models": {"checkpoint_url": str(tmp_path / "checkpoints"), "checkpoint_interval_s": interval,
                        "calibration_window": 300},
             "workers": 1,
+            "correlator": {"enabled": False},  # the workers are under test
         }))
 
     first, bulk, last = _events(2000, 1, "a"), _events(30000, 2, "b"), _events(1000, 3, "c")
@@ -197,6 +198,7 @@ def test_shutting_down_while_a_dead_worker_is_being_replaced_ends_cleanly(
         "rules": {"paths": [_rules(tmp_path)]},
         "models": {"enabled": False},
         "workers": 2,
+        "correlator": {"enabled": False},  # the workers are under test
     }))
     for pause in (2.5, 4.0):  # the watch notices within 2 s, then starts a worker and rebalances
         supervisor = Supervisor.remote(config)

@@ -23,7 +23,7 @@ def test_demo_runs_end_to_end_and_shows_exactly_the_offline_detections(broker: s
 
     out = io.StringIO()
     summary = run_demo(events=8000, rate=0, seconds=0, attack_share=0.05, shared=OTRF, seed=3, keep=False,
-                       port=test_broker.PORT, data_dir=str(test_broker.DATA_DIR), out=out)
+                       port=test_broker.PORT, data_dir=str(test_broker.DATA_DIR), out=out, console_port=0)
     engine = _engine()
     offline = sorted(f"{e['sigmaray_event_id']}|{m.id}" for e in summary["events_list"] for m in engine.match(e))
     assert offline
@@ -34,4 +34,5 @@ def test_demo_runs_end_to_end_and_shows_exactly_the_offline_detections(broker: s
     alerts = sum(summary["alerts"].values())
     assert 0 < alerts < len(summary["detected_event_ids"])
     assert f"{summary['detections']} detections → {alerts} alerts" in out.getvalue()
-    assert any(line[:2] in ("P1", "P2", "P3", "P4") for line in out.getvalue().splitlines())
+    assert any(f" P{p} " in line for line in out.getvalue().splitlines() for p in (1, 2, 3, 4))
+    assert "sigmaray: console at http://127.0.0.1:" in out.getvalue()  # the demo shows where the console is

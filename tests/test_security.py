@@ -106,6 +106,8 @@ def cluster(broker: str) -> Iterator[RunningCluster]:
         "rules": {"paths": [str(ROOT / "rules")]},
         "models": {"checkpoint_url": str(base / "checkpoints")},
         "workers": 2,
+        "correlator": {"enabled": False},  # the workers are under test
+        "console": {"port": 0},
     }))  # no `ray` section: the default is what is tested
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
     env.update(HOME=str(base / "home"), RAY_TMPDIR=str(base), RAY_USAGE_STATS_ENABLED="0")

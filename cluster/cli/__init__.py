@@ -10,7 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from cluster.cli import alerts as cli_alerts
 from cluster.cli import bench as cli_bench
+from cluster.cli import console as cli_console
 from cluster.cli import demo as cli_demo
 from cluster.cli import kafka as cli_kafka
 from cluster.cli import models as cli_models
@@ -49,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_replay.register(commands)
     cli_demo.register(commands)
     cli_models.register(commands)
+    cli_console.register(commands)
+    cli_alerts.register(commands)
     return parser
 
 

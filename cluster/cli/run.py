@@ -52,6 +52,9 @@ def _run(args: argparse.Namespace) -> int:
           f"{reach}", file=sys.stderr, flush=True)
     if own_ray:
         remember_address()
+    from cluster.console.server import start_console
+
+    console = start_console(config, status=lambda: supervisor.status(timeout=10))
     deadline = time.monotonic() + args.for_seconds if args.for_seconds else None
     try:
         while deadline is None or time.monotonic() < deadline:
@@ -62,6 +65,8 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if own_ray:
             forget_address()
+        if console is not None:
+            console.stop()
     supervisor.shutdown()
     return 0
 

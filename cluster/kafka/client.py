@@ -102,16 +102,25 @@ def committed_total(kafka: Kafka, group: str, topic: str, count: int, timeout: f
 
 
 def produce_all(client: Producer, topic: str, records: Sequence[tuple[bytes | None, bytes]], timeout: float = 60) -> None:
-    """Produces (key, value) records and waits until every one is acknowledged."""
+    """Produces (key, value) records and waits until every one is acknowledged; KafkaException
+    when one was not (flush returns 0 after a failed delivery too: the reports are checked)."""
+    failed: list[KafkaError] = []
+
+    def report(error: KafkaError | None, _message: Any) -> None:
+        if error is not None:
+            failed.append(error)
+
     for key, value in records:
         while True:
             try:
-                client.produce(topic, value, key=key)
+                client.produce(topic, value, key=key, on_delivery=report)
                 break
             except BufferError:
                 client.poll(0.1)
     if client.flush(timeout):
         raise KafkaException(f"records to {topic} were not acknowledged within {timeout} s")
+    if failed:
+        raise KafkaException(f"{len(failed)} record(s) to {topic} were not delivered: {failed[0]}")
 
 
 def wait_until(check: Any, timeout: float, every: float = 0.5) -> bool:

@@ -165,6 +165,46 @@ class CorrelatorWorker:
         self.thread.join(30)
 
 
+@_ray_remote(max_concurrency=4)
+class WebhookForwarder:
+    """Runs an AlertForwarder (cluster/kafka/alert_forwarder.py): the alerts topic to the SOAR's
+    webhook. The HMAC secret is read here, from the environment variable the config names
+    (`correlator.webhook.secret_env`), never passed through Ray."""
+
+    def __init__(self, config: dict[str, Any], worker: str) -> None:
+        from cluster.kafka.alert_forwarder import AlertForwarder, webhook_secret
+
+        parsed = config_from_dict(config)
+        self.forwarder = AlertForwarder(parsed, webhook_secret(parsed))
+        self.worker = worker
+        self.stop_event = threading.Event()
+        self.error: str | None = None
+        self.thread = threading.Thread(target=self._run, name=worker, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.forwarder.run(self.stop_event)
+        except Exception as error:  # reported through ping(); the supervisor replaces us
+            self.error = f"{type(error).__name__}: {error}"
+
+    def assign(self, partitions: list[tuple[str, int]]) -> bool:
+        return True  # its consumer group assigns the alerts topic's partitions
+
+    def ping(self) -> dict[str, Any]:
+        return {"alive": self.thread.is_alive(), "error": self.error}
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def metrics(self) -> dict[str, Any]:
+        return {"worker": self.worker, **self.forwarder.stats()}
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(60)
+
+
 class _Pool:
     """Actors of one kind and the topics whose partitions they share."""
 
@@ -187,6 +227,7 @@ class Supervisor:
         self.pool = _Pool(PartitionWorker, "worker", list(kafka.input_topics))
         self.correlator_pool = _Pool(CorrelatorWorker, "correlator",
                                      [kafka.detections_topic, self.parsed.correlator.repartition_topic])
+        self.webhook_pool = _Pool(WebhookForwarder, "webhook", [])  # no partitions: a consumer group of its own
         self.workers = self.pool.members  # the same table, by the name status and scale use
         self.generation = 0
         self.restarts = 0
@@ -210,8 +251,10 @@ class Supervisor:
             self.scale(self.parsed.workers, correlators)
         except Exception as error:  # the rebalance needs topic metadata; retried by the watch
             self.last_error = f"{type(error).__name__}: {error}"
+        if correlators and self.parsed.correlator.webhook.url:
+            self._start(self.webhook_pool)
         self.monitor.start()
-        return sorted(self.workers) + sorted(self.correlator_pool.members)
+        return sorted(self.workers) + sorted(self.correlator_pool.members) + sorted(self.webhook_pool.members)
 
     def _ensure_correlator_topics(self) -> None:
         """The correlators' topics: the repartition topic is internal (Kafka Streams creates its
@@ -272,7 +315,7 @@ class Supervisor:
         self.balanced = False
         for pool in (self.pool, self.correlator_pool):
             names = sorted(pool.members)
-            if not names:
+            if not names or not pool.topics:
                 continue
             plan: dict[str, list[tuple[str, int]]] = {n: [] for n in names}
             for i, partition in enumerate(self.partitions(pool)):
@@ -299,7 +342,7 @@ class Supervisor:
 
     def _replace_dead(self) -> None:
         dead: dict[str, str] = {}
-        for name, worker in {**self._snapshot(), **dict(self.correlator_pool.members)}.items():
+        for name, worker in self._everyone().items():
             try:
                 health = ray.get(worker.ping.remote(), timeout=10)
                 if not health["alive"]:
@@ -313,7 +356,8 @@ class Supervisor:
             if self.stop_event.is_set():
                 return
             for name, reason in dead.items():
-                pool = self.pool if name in self.pool.members else self.correlator_pool
+                pool = next((p for p in (self.pool, self.correlator_pool, self.webhook_pool) if name in p.members),
+                            self.pool)
                 worker = pool.members.pop(name, None)
                 if worker is None:
                     continue  # scaled away meanwhile
@@ -325,6 +369,9 @@ class Supervisor:
                 self.restarts += 1
                 self._start(pool)
             self._rebalance()
+
+    def _everyone(self) -> dict[str, Any]:
+        return {**self._snapshot(), **dict(self.correlator_pool.members), **dict(self.webhook_pool.members)}
 
     def _snapshot(self) -> dict[str, Any]:
         """A copy of the worker table to iterate while calls to the workers wait (dict() copies in
@@ -347,12 +394,12 @@ class Supervisor:
             return {"workers": replies, "errors": errors}
 
     def worker_pids(self) -> dict[str, int]:
-        actors = {**self._snapshot(), **dict(self.correlator_pool.members)}
-        return {name: ray.get(actor.pid.remote(), timeout=30) for name, actor in sorted(actors.items())}
+        return {name: ray.get(actor.pid.remote(), timeout=30) for name, actor in sorted(self._everyone().items())}
 
     def status(self) -> dict[str, Any]:
-        tables: dict[str, list[dict[str, Any]]] = {"workers": [], "correlators": []}
-        for key, members in (("workers", self._snapshot()), ("correlators", dict(self.correlator_pool.members))):
+        tables: dict[str, list[dict[str, Any]]] = {"workers": [], "correlators": [], "webhook": []}
+        for key, members in (("workers", self._snapshot()), ("correlators", dict(self.correlator_pool.members)),
+                             ("webhook", dict(self.webhook_pool.members))):
             for name, actor in sorted(members.items()):
                 try:
                     tables[key].append(ray.get(actor.metrics.remote(), timeout=10))
@@ -367,9 +414,9 @@ class Supervisor:
         the watch changes nothing once the stop is set."""
         self.stop_event.set()
         with self.lock:
-            workers = {**self.pool.members, **self.correlator_pool.members}
-            self.pool.members.clear()
-            self.correlator_pool.members.clear()
+            workers = self._everyone()
+            for pool in (self.pool, self.correlator_pool, self.webhook_pool):
+                pool.members.clear()
         for worker in workers.values():
             try:
                 ray.get(worker.stop.remote(), timeout=60)

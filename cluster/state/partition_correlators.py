@@ -4,7 +4,8 @@ alerts, deduplication, suppressions and verdicts); for a repartition-topic parti
 correlation windows of its groups. Both are one `correlator.Correlator` per partition, saved with
 the offset it reflects in the models' checkpoint store (`models.checkpoint_url`, under the group
 `<kafka.group_id>.correlator`), and restored, then replayed to the committed offset, by the rules
-of cluster/state/partition_state.py.
+of cluster/state/partition_state.py; without a checkpoint the partition is replayed from its
+start (what the topic still retains), as Kafka Streams restores a store from its changelog.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from correlator.pipeline import Correlator
 
 class PartitionCorrelators(PartitionStates[Correlator]):
     what = "correlation and fusion state"
+    replay_history = True  # open windows and alerts matter: never begin empty at the committed offset
 
     def __init__(self, store: CheckpointStore, interval_s: float, build: Callable[[], Correlator]) -> None:
         super().__init__(store, interval_s)

@@ -8,7 +8,9 @@ Restore rules (S = checkpointed offset, C = committed offset):
   resumes at S with nothing lost and nothing applied twice;
 - S < C: the state is behind the offsets: records S..C are replayed to rebuild the state, with
   their outputs suppressed (they were delivered already);
-- no checkpoint: a fresh state from C.
+- no checkpoint: a fresh state from C; or, for a state that must not start empty while the
+  topic still holds its history (`replay_history`: the correlators' windows and open alerts),
+  a fresh state replayed from the start of the partition to C.
 After a failed batch (outputs not acknowledged, commit refused) the partition is rebuilt the
 same way, so a record processed again is never applied twice.
 
@@ -33,7 +35,8 @@ log = logging.getLogger("sigmaray.checkpoints")
 class PartitionStates(Generic[T]):
     """One state object per owned partition; see the module docstring."""
 
-    what = "state"  # named in errors: "the partition's <what> starts fresh"
+    what = "state"  # named in errors: "the partition's <what> start fresh"
+    replay_history = False  # no checkpoint: rebuild from the partition's start rather than begin empty at C
 
     def __init__(self, store: CheckpointStore, interval_s: float) -> None:
         self.store = store
@@ -66,7 +69,9 @@ class PartitionStates(Generic[T]):
         restored = self._load(partition)
         if restored is None:
             self.states[partition] = self.fresh(partition)
-            start = max(committed, 0)
+            start = 0 if self.replay_history else max(committed, 0)
+            if committed > start:
+                self.replay_until[partition] = committed
             self.origin[partition] = start
         else:
             start, self.states[partition] = restored
