@@ -1,15 +1,19 @@
-"""Cluster benchmark: Kafka in -> 2 PartitionWorkers on Ray -> detections out, all SigmaHQ rules.
+"""Cluster benchmark: Kafka in -> 2 PartitionWorkers on Ray -> detections -> correlator -> alerts,
+all SigmaHQ rules.
 
 1. Throughput: preload the input topic with the OTRF events (repeated), start the cluster, and
    time from the first committed batch to the last (worker start-up and rule compilation are
-   excluded and reported apart).
+   excluded and reported apart). With the correlator on, the run ends when the correlator has
+   also committed every detection (and correlation record) the workers wrote.
 2. Latency: produce at a fixed rate (default: half the measured throughput) and measure, for each
-   detection, consumer receive time minus the input record's CreateTime.
+   detection, consumer receive time minus the input record's CreateTime; with the correlator on,
+   also for each new alert (Create: its one evidence event is the input that opened it).
 
-With --models both (the default) it runs the whole measurement with the entity anomaly models
-off, then on, and reports the throughput ratio.
+`--compare models` runs the whole measurement with the entity anomaly models off, then on;
+`--compare correlator` (the default) with the correlator off, then on (models on in both); each
+reports the throughput ratio of the two modes measured in the same run.
 
-Usage: .venv/bin/python bench/cluster.py [--copies 2] [--rate R] [--seconds 30] [--models both|on|off]
+Usage: .venv/bin/python bench/cluster.py [--copies 2] [--rate R] [--seconds 30] [--compare correlator|models]
 Needs the dev broker (`sigmaray kafka up`). Prints one JSON object.
 """
 
@@ -53,8 +57,17 @@ def committed(group: str, topic: str, partitions: int) -> int:
     return sum(max(o.offset, 0) for o in offsets)
 
 
+def end_offsets(topic: str, partitions: int) -> int:
+    consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": "bench-watermarks"})
+    total = sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions))
+    consumer.close()
+    return total
+
+
 def create_topics(run: str, partitions: int) -> dict[str, str]:
-    topics = {"in": f"bench-in-{run}", "out": f"bench-out-{run}", "dlq": f"bench-dlq-{run}"}
+    topics = {"in": f"bench-in-{run}", "out": f"bench-out-{run}", "dlq": f"bench-dlq-{run}",
+              "alerts": f"bench-alerts-{run}", "verdicts": f"bench-verdicts-{run}", "rep": f"bench-rep-{run}",
+              "alerts_dlq": f"bench-alerts-dlq-{run}"}
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
     for future in admin.create_topics(
         [NewTopic(topics["in"], partitions, 1), NewTopic(topics["out"], partitions, 1), NewTopic(topics["dlq"], 1, 1)]
@@ -63,8 +76,11 @@ def create_topics(run: str, partitions: int) -> dict[str, str]:
     return topics
 
 
-def make_supervisor(topics: dict[str, str], group: str, models: bool) -> object:
+def make_supervisor(topics: dict[str, str], group: str, models: bool, correlator: bool) -> object:
     config = config_from_dict({
+        "correlator": {"enabled": correlator, "alerts_topic": topics["alerts"], "verdicts_topic": topics["verdicts"],
+                       "repartition_topic": topics["rep"], "alerts_dead_letter_topic": topics["alerts_dlq"]},
+        "console": {"enabled": False},
         "models": {"enabled": models, "checkpoint_url": str(Path("/tmp") / f"sigmaray-bench-{group}")},
         "kafka": {"bootstrap_servers": BOOTSTRAP, "input_topics": [topics["in"]], "detections_topic": topics["out"],
                   "dead_letter_topic": topics["dlq"], "group_id": group},
@@ -75,7 +91,7 @@ def make_supervisor(topics: dict[str, str], group: str, models: bool) -> object:
     return Supervisor.remote(config_to_dict(config))
 
 
-def throughput(lines: list[bytes], copies: int, partitions: int, models: bool) -> dict[str, float]:
+def throughput(lines: list[bytes], copies: int, partitions: int, models: bool, correlator: bool) -> dict[str, float]:
     run = uuid.uuid4().hex[:8]
     topics = create_topics(run, partitions)
     producer = Producer({"bootstrap.servers": BOOTSTRAP, "linger.ms": 20, "batch.num.messages": 10000})
@@ -91,7 +107,7 @@ def throughput(lines: list[bytes], copies: int, partitions: int, models: bool) -
             total += 1
     producer.flush(120)
     group = f"bench-{run}"
-    supervisor = make_supervisor(topics, group, models)
+    supervisor = make_supervisor(topics, group, models, correlator)
     started = time.monotonic()
     ray.get(supervisor.start.remote(), timeout=300)
     first = None
@@ -102,36 +118,67 @@ def throughput(lines: list[bytes], copies: int, partitions: int, models: bool) -
         if done >= total:
             break
         time.sleep(0.2)
+    workers_end = time.monotonic()
+    while correlator:  # the correlator has read every detection and correlation record written
+        if committed(f"{group}.correlator", topics["out"], partitions) >= end_offsets(topics["out"], partitions):
+            time.sleep(1)  # a correlation record written back during the last batch
+            if committed(f"{group}.correlator", topics["out"], partitions) >= end_offsets(topics["out"], partitions):
+                break
+        time.sleep(0.2)
     end = time.monotonic()
     ray.get(supervisor.shutdown.remote(), timeout=120)
     assert first is not None
     measured = total - first[1]
     return {"events": total, "startup_s": round(first[0] - started, 1),
-            "events_per_s": round(measured / (end - first[0]), 1)}
+            "events_per_s": round(measured / (end - first[0]), 1),
+            "workers_events_per_s": round(measured / (workers_end - first[0]), 1),
+            "alerts": end_offsets(topics["alerts"], partitions) if correlator else 0}
 
 
-def latency(lines: list[bytes], rate: float, seconds: float, partitions: int, models: bool) -> dict[str, float]:
+def _percentiles(samples: list[float]) -> dict[str, float | None]:
+    samples = sorted(samples)
+    return {"count": len(samples), "p50_ms": round(statistics.median(samples), 1) if samples else None,
+            "p99_ms": round(samples[max(int(len(samples) * 0.99) - 1, 0)], 1) if samples else None}
+
+
+def latency(lines: list[bytes], rate: float, seconds: float, partitions: int, models: bool,
+            correlator: bool) -> dict[str, object]:
     run = uuid.uuid4().hex[:8]
     topics = create_topics(run, partitions)
     group = f"bench-{run}"
-    supervisor = make_supervisor(topics, group, models)
+    supervisor = make_supervisor(topics, group, models, correlator)
     ray.get(supervisor.start.remote(), timeout=300)
     time.sleep(10)  # let both workers finish compiling before the clock starts
     samples: list[float] = []
+    alert_samples: list[float] = []
+    sent_at: dict[tuple[int, int], int] = {}  # (partition, offset) of an input record -> its CreateTime
     stop = threading.Event()
 
     def read() -> None:
         consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"lat-{run}", "auto.offset.reset": "earliest"})
-        consumer.subscribe([topics["out"]])
+        consumer.subscribe([topics["out"], topics["alerts"]])
         while not stop.is_set():
             message = consumer.poll(0.2)
             if message is None or message.error():
                 continue
             now_ms = time.time() * 1000
-            source = orjson.loads(message.value())["source"]
+            record = orjson.loads(message.value())
+            if message.topic() == topics["alerts"]:
+                if record.get("activity_id") != 1:
+                    continue
+                refs = record["unmapped"]["sigmaray"]["explanation"]["evidence"]["refs"]
+                times = [sent_at.get((ref[1], ref[2])) for ref in refs if ref[0] == topics["in"]]
+                if times and all(t is not None for t in times):
+                    alert_samples.append(now_ms - max(t for t in times if t is not None))
+                continue
+            source = record.get("source") or {}
             if source.get("timestamp_ms"):
                 samples.append(now_ms - source["timestamp_ms"])
         consumer.close()
+
+    def delivered(error: object, message: object) -> None:
+        if error is None:
+            sent_at[(message.partition(), message.offset())] = message.timestamp()[1]  # type: ignore[attr-defined]
 
     reader = threading.Thread(target=read)
     reader.start()
@@ -141,21 +188,19 @@ def latency(lines: list[bytes], rate: float, seconds: float, partitions: int, mo
     while time.monotonic() - began < seconds:
         due = int((time.monotonic() - began) * rate)
         while sent < due:
-            producer.produce(topics["in"], lines[sent % len(lines)])
+            producer.produce(topics["in"], lines[sent % len(lines)], on_delivery=delivered)
             sent += 1
         producer.poll(0)
         time.sleep(0.005)
     producer.flush(60)
-    time.sleep(5)
+    time.sleep(8)
     stop.set()
     reader.join()
     ray.get(supervisor.shutdown.remote(), timeout=120)
-    samples.sort()
-    return {
-        "rate": rate, "sent": sent, "detections": len(samples),
-        "p50_ms": round(statistics.median(samples), 1) if samples else None,
-        "p99_ms": round(samples[int(len(samples) * 0.99) - 1], 1) if samples else None,
-    }
+    out: dict[str, object] = {"rate": rate, "sent": sent, "detections": _percentiles(samples)}
+    if correlator:
+        out["event_to_alert"] = _percentiles(alert_samples)
+    return out
 
 
 def main() -> None:
@@ -164,21 +209,24 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--rate", type=float, default=0, help="latency run rate (default: half the throughput)")
     parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--models", choices=("on", "off", "both"), default="both",
-                        help="entity anomaly models in the workers (both: off then on, in one run)")
+    parser.add_argument("--compare", choices=("correlator", "models"), default="correlator",
+                        help="the two modes measured in one run: correlator off/on (models on), or models off/on "
+                             "(correlator off)")
     args = parser.parse_args()
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     lines = otrf_lines()
-    result: dict[str, object] = {"rules": "SigmaHQ rules + emerging + hunting + compliance", "workers": 2}
-    modes = {"on": [True], "off": [False], "both": [False, True]}[args.models]
-    for models in modes:
-        name = "models_on" if models else "models_off"
-        measured = throughput(lines, args.copies, args.partitions, models)
+    result: dict[str, object] = {"rules": "SigmaHQ rules + emerging + hunting + compliance", "workers": 2,
+                                 "compare": args.compare}
+    for on in (False, True):
+        models, correlator = (True, on) if args.compare == "correlator" else (on, False)
+        name = f"{args.compare}_{'on' if on else 'off'}"
+        measured = throughput(lines, args.copies, args.partitions, models, correlator)
         rate = args.rate or measured["events_per_s"] / 2
-        result[name] = {"throughput": measured, "latency": latency(lines, rate, args.seconds, args.partitions, models)}
-    if len(modes) == 2:
-        result["throughput_ratio_on_to_off"] = round(
-            result["models_on"]["throughput"]["events_per_s"] / result["models_off"]["throughput"]["events_per_s"], 3)  # type: ignore[index]
+        result[name] = {"throughput": measured,
+                        "latency": latency(lines, rate, args.seconds, args.partitions, models, correlator)}
+    result["throughput_ratio_on_to_off"] = round(
+        result[f"{args.compare}_on"]["throughput"]["events_per_s"]  # type: ignore[index]
+        / result[f"{args.compare}_off"]["throughput"]["events_per_s"], 3)  # type: ignore[index]
     print(orjson.dumps(result).decode())
 
 

@@ -10,6 +10,7 @@ different correlators."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
@@ -68,11 +69,14 @@ def _spray_events() -> list[dict[str, Any]]:
     return events
 
 
+_OFFSETS = itertools.count()  # each event its own input offset: a repeated source is a duplicate delivery
+
+
 def _detections(config: ClusterConfig, events: list[dict[str, Any]]) -> list[tuple[bytes | None, bytes]]:
     """The workers' detection records for `events` (their Detector, as in the cluster)."""
     detector, _ruleset = build_detector(config)
-    records = [InputRecord(config.kafka.input_topics[0], 0, offset, None, None, None, event=event)
-               for offset, event in enumerate(events)]
+    records = [InputRecord(config.kafka.input_topics[0], 0, next(_OFFSETS), None, None, None, event=event)
+               for event in events]
     result = detector.process(records)
     out = [(o.key, o.value) for o in result.outputs if o.topic == config.kafka.detections_topic]
     assert out and all(value is not None for _key, value in out)
@@ -247,3 +251,29 @@ def test_a_malformed_detection_is_dead_lettered_and_counted_never_a_crash(
     messages = [m for m in consumer.consume(10, 10) if m.error() is None]
     consumer.close()
     assert len(messages) == 1 and dict(messages[0].headers() or [])["stage"] == b"correlator"
+
+
+def test_a_criticality_file_changed_while_running_raises_the_priority_of_later_alerts(
+    broker: str, tmp_path: Path, running: list[Running]
+) -> None:
+    lookup = tmp_path / "criticality.csv"
+    lookup.write_text("type,name,criticality,role,owner\n")
+    config = _config(broker, tmp_path, criticality=str(lookup))
+    _create_topics(config)
+    det, rep = config.kafka.detections_topic, config.correlator.repartition_topic
+    running.append(Running(config, "c1", [(det, 0), (rep, 0), (det, 1), (rep, 1)]))
+    (cleared,) = [event for event, _ in read(PSEXEC) if event.get("EventID") == 1102]
+    producer = kafka.producer(config.kafka)
+    kafka.produce_all(producer, det, _detections(config, [dict(cleared, TimeCreated_SystemTime="2026-11-30T10:00:00.000Z")]))
+    before = _alerts(config, lambda out: len(out) >= 1)[0]
+    host = before["ocsf"]["unmapped"]["sigmaray"]["explanation"]["entity"]["host"]
+
+    # A bad line is reported and skipped; the good one applies, without a restart.
+    lookup.write_text(f"type,name,criticality,role,owner\nhost,{host},critical,domain controller,it-ops\nhost,x,extreme,,\n")
+    assert kafka.wait_until(lambda: running[0].loop.metrics.criticality_entries == 1, 30)
+    assert "extreme" in running[0].loop.status()["criticality_errors"][0]
+    kafka.produce_all(producer, det, _detections(config, [dict(cleared, TimeCreated_SystemTime="2026-11-30T13:00:00.000Z")]))
+    records = _alerts(config, lambda out: len({r["key"] for r in out}) >= 2)
+    after = [r for r in records if r["key"] != before["key"]][0]
+    assert int(after["headers"]["priority"]) < int(before["headers"]["priority"]), (before["headers"], after["headers"])
+    assert after["ocsf"]["unmapped"]["sigmaray"]["explanation"]["criticality"]["host"]["criticality"] == "critical"
