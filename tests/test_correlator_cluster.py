@@ -277,3 +277,45 @@ def test_a_criticality_file_changed_while_running_raises_the_priority_of_later_a
     after = [r for r in records if r["key"] != before["key"]][0]
     assert int(after["headers"]["priority"]) < int(before["headers"]["priority"]), (before["headers"], after["headers"])
     assert after["ocsf"]["unmapped"]["sigmaray"]["explanation"]["criticality"]["host"]["criticality"] == "critical"
+
+
+SMALL_SPRAY = """title: Failed Logons For Three Accounts From One Address
+id: 5b0f4a5e-8a77-4a3e-9d7e-3c1d2a8f0b11
+status: experimental
+correlation:
+    type: value_count
+    rules:
+        - sigmaray_failed_logon_from_address
+    group-by:
+        - IpAddress
+    timespan: 30m
+    condition:
+        gte: 3
+        field: TargetUserName
+level: high
+"""
+
+
+def test_a_correlation_rule_pushed_to_the_rules_topic_is_evaluated_by_running_correlators(
+    broker: str, tmp_path: Path, running: list[Running]
+) -> None:
+    from cluster.kafka.live_rules import push
+
+    rules_topic = f"rules-{uuid.uuid4().hex[:8]}"
+    base = _config(broker, tmp_path)
+    config = config_from_dict({**_as_dict(base), "rules": {"paths": [str(ROOT / "rules")], "topic": rules_topic}})
+    _create_topics(config)
+    det, rep = config.kafka.detections_topic, config.correlator.repartition_topic
+    running.append(Running(config, "c1", [(det, 0), (rep, 0), (det, 1), (rep, 1)]))
+    before = running[0].loop.metrics.ruleset_version
+    push(broker, rules_topic, [("5b0f4a5e-8a77-4a3e-9d7e-3c1d2a8f0b11", SMALL_SPRAY)])
+    assert kafka.wait_until(lambda: running[0].loop.metrics.ruleset_version != before, 60)
+    _produce_by_host(config, _detections(config, _spray_events()[:4]))
+    records = _alerts(config, lambda out: any("5b0f4a5e" in str(r["ocsf"]) for r in out))
+    assert any("correlation:5b0f4a5e-8a77-4a3e-9d7e-3c1d2a8f0b11" in str(r["ocsf"]) for r in records)
+
+
+def _as_dict(config: ClusterConfig) -> dict[str, Any]:
+    from cluster.ray.actors import config_to_dict
+
+    return config_to_dict(config)
