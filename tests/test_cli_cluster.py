@@ -66,7 +66,7 @@ def test_run_status_scale_promote_and_metrics_of_a_running_cluster(broker: str, 
         assert address and metrics_url, (tmp_path / "run.log").read_text()
         console = re.search(r"console at (http://\S+)", (tmp_path / "run.log").read_text())
         assert console, (tmp_path / "run.log").read_text()
-        assert urllib.request.urlopen(console.group(1) + "/login", timeout=10).status == 200
+        assert urllib.request.urlopen(console.group(1).rstrip("/") + "/login", timeout=10).status == 200
 
         events = list(generate(3_000, seed=5, attack_share=0.03, otrf_root=OTRF))
         producer = Producer({"bootstrap.servers": broker})
@@ -127,6 +127,11 @@ def test_run_status_scale_promote_and_metrics_of_a_running_cluster(broker: str, 
                 continue
         assert "sigmaray_events_in_total" in text
         assert "sigmaray_consumer_lag" in text and "sigmaray_rule_hits_total" in text
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "sigmaray_alerts_out_total" not in text:
+            time.sleep(3)
+            text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+        assert "sigmaray_alerts_out_total" in text and "sigmaray_correlator_lag" in text
     finally:
         process.send_signal(signal.SIGINT)
         try:

@@ -141,6 +141,37 @@ class CorrelatorWorker:
         self.error: str | None = None
         self.thread = threading.Thread(target=self._run, name=f"loop-{worker}", daemon=True)
         self.thread.start()
+        self.exporter = threading.Thread(target=self._export, name=f"metrics-{worker}", daemon=True)
+        self.exporter.start()
+
+    def _export(self) -> None:
+        """The correlator's counters through Ray's Prometheus endpoint."""
+        from ray.util.metrics import Counter, Gauge
+
+        tags = ("worker",)
+        counters = {
+            name: Counter(f"sigmaray_correlator_{name}_total", description=text, tag_keys=tags)
+            for name, text in (("detections_in", "detections and correlation records read"),
+                               ("hits_in", "repartitioned hits read"), ("dead_letters", "records dead-lettered"),
+                               ("redelivered_batches", "batches processed again"))
+        }
+        alerts = Counter("sigmaray_alerts_out_total", description="alerts written, by priority",
+                         tag_keys=("worker", "priority"))
+        lag = Gauge("sigmaray_correlator_lag", description="records behind the high watermark", tag_keys=tags)
+        sent: dict[str, int] = {}
+        worker = self.loop.metrics.worker
+        while not self.stop_event.wait(2.0):
+            metrics = self.loop.metrics
+            for name, counter in counters.items():
+                value = getattr(metrics, name)
+                if value > sent.get(name, 0):
+                    counter.inc(value - sent.get(name, 0), tags={"worker": worker})
+                    sent[name] = value
+            for priority, value in list(metrics.alerts_by_priority.items()):
+                if value > sent.get(priority, 0):
+                    alerts.inc(value - sent.get(priority, 0), tags={"worker": worker, "priority": priority})
+                    sent[priority] = value
+            lag.set(sum(metrics.lag.values()), tags={"worker": worker})
 
     def _run(self) -> None:
         try:
