@@ -7,6 +7,8 @@
   models, never `cluster/`;
 - Kafka (`confluent_kafka`) is imported only in `cluster/kafka/`, Ray only in `cluster/ray/`;
 - `cluster/processing/`, `cluster/sources/` and `cluster/state/` import neither;
+- `evaluation/` replays in-process: it never imports `cluster.kafka`, `cluster.ray` or the CLI,
+  and only the CLI imports it;
 - the CLI (`cluster/cli/`) parses and prints: it reaches Kafka and Ray only through their
   packages.
 
@@ -23,7 +25,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("detectors", "models", "correlator", "cluster")
+PACKAGES = ("detectors", "models", "correlator", "cluster", "evaluation")
 WALKED = PACKAGES  # every package whose imports are checked
 
 
@@ -73,6 +75,10 @@ def _violations() -> list[str]:
                     found.append(f"{where}: models must not depend on the runtime")
                 if _under(name, "detectors") and not (_under(name, "detectors.routing") or _under(name, "detectors.errors")):
                     found.append(f"{where}: models use only the engine's routing and errors")
+            if _under(module, "evaluation") and any(_under(name, f"cluster.{part}") for part in ("kafka", "ray", "cli")):
+                found.append(f"{where}: evaluation replays in-process: no Kafka, Ray or CLI")
+            if _under(name, "evaluation") and not (_under(module, "evaluation") or _under(module, "cluster.cli")):
+                found.append(f"{where}: nothing below evaluation (engine, models, correlator, runtime) imports it")
             if _under(name, "confluent_kafka") and not _under(module, "cluster.kafka"):
                 found.append(f"{where}: Kafka is imported only in cluster/kafka/")
             if _under(name, "ray") and not _under(module, "cluster.ray"):

@@ -14,6 +14,7 @@ from cluster.cli import alerts as cli_alerts
 from cluster.cli import bench as cli_bench
 from cluster.cli import console as cli_console
 from cluster.cli import demo as cli_demo
+from cluster.cli import eval as cli_eval
 from cluster.cli import kafka as cli_kafka
 from cluster.cli import models as cli_models
 from cluster.cli import replay as cli_replay
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_replay.register(commands)
     cli_demo.register(commands)
     cli_models.register(commands)
+    cli_eval.register(commands)
     cli_console.register(commands)
     cli_alerts.register(commands)
     return parser
