@@ -157,6 +157,12 @@ def test_a_correlator_killed_mid_stream_loses_no_alert_and_duplicates_are_update
     # A record emitted twice (the batches after the last checkpoint, processed again) is the
     # same alert in the same state: same id, activity and count.
     assert len(got) >= len(activities)
+    from correlator.fusion import Alert
+    from tests.ocsf_validation import detection_finding_validator, valid
+
+    valid(detection_finding_validator(), [
+        Alert((key or b"").decode(), ocsf["activity_id"], 0, "", (), 0, ocsf)
+        for records in emitted.values() for key, ocsf in ((k, orjson.loads(v or b"{}")) for k, v in records)])
 
     # The webhook got every alert, signed with the secret the forwarder read from its environment.
     from cluster.sinks.webhook import verify_signature

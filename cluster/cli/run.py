@@ -38,10 +38,14 @@ def register(commands: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from cluster.kafka.client import check_access
     from cluster.ray.actors import SUPERVISOR_NAME
     from cluster.ray.connect import CONTEXT, LOOPBACK, SupervisorHandle, connect, forget_address, remember_address
 
     config = load_config(args.config)
+    # Refused credentials or TLS fail here, named, before any actor starts: librdkafka clients
+    # would otherwise retry them forever. A broker that does not answer yet is waited for as before.
+    check_access(config.kafka, timeout=10)
     connect(args.address or "local", config.ray.host)  # a new local Ray unless told which cluster to join
     supervisor, workers = SupervisorHandle.start(config, name=SUPERVISOR_NAME, detached=bool(args.address))
     print(f"sigmaray: supervisor started {', '.join(workers)} on {config.kafka.input_topics}", file=sys.stderr)
@@ -134,6 +138,9 @@ def _print_table(status: dict[str, Any]) -> None:
               f"{state.get('entities', '-'):>9} {state.get('groups', '-'):>7} {', '.join(row['partitions'])}")
         details = [f"error: {row['last_error']}"] if row.get("last_error") else []
         details += [f"skipped ({count}): {reason}" for reason, count in sorted((state.get("skipped") or {}).items())]
+        counted = {k: v for k, v in (state.get("correlation_hits") or {}).items() if v}
+        if counted:
+            details.append("correlation hits " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counted.items()))
         details += [f"criticality: {line}" for line in row.get("criticality_errors") or []]
         details += [f"{p}: rebuilding state up to offset {u}" for p, u in sorted((state.get("replaying") or {}).items())]
         for line in details[:10]:

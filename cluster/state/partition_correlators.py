@@ -50,15 +50,20 @@ class PartitionCorrelators(PartitionStates[Correlator]):
         entities = 0
         groups = 0
         open_alerts = 0
+        late = {"too_late": 0, "duplicates": 0, "missing_field": 0, "evicted": 0, "expired": 0}
         skipped: dict[str, int] = {}
         for correlator in self.states.values():
             stats = correlator.stats()
             entities += sum(stats["fusion"]["entities"].values())
             open_alerts += stats["fusion"]["open_alerts"]
             groups += stats["correlations"]["groups"]
+            for name in late:
+                late[name] += stats["correlations"][name]
             for reason, count in stats["skipped"].items():
                 skipped[reason] = skipped.get(reason, 0) + count
             for reason, count in stats["fusion"]["skipped"].items():
                 skipped[f"fusion: {reason}"] = skipped.get(f"fusion: {reason}", 0) + count
+        # Hits older than the watermark, hits delivered twice, hits without a group-by field,
+        # groups evicted by the cap or expired: counted, never silently dropped.
         return {"entities": entities, "groups": groups, "open_alerts": open_alerts, "skipped": skipped,
-                **self.checkpoint_metrics()}
+                "correlation_hits": late, **self.checkpoint_metrics()}
