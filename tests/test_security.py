@@ -199,7 +199,7 @@ def test_a_kafka_password_appears_in_no_status_metrics_output_or_ray_log(cluster
 
     assert cluster.stop() == 0, cluster.log.read_text(errors="replace")[-3000:]
     output = cluster.log.read_bytes()
-    assert b"supervisor started with 2 workers" in output and b"events in" in output
+    assert b"supervisor started worker-1, worker-2" in output and b"events in" in output
     assert secret not in output
 
     sessions = [p for p in (cluster.base / "ray").glob("session_*") if p.is_dir() and not p.is_symlink()]

@@ -8,6 +8,7 @@ Clients are created inside the process that uses them: they cannot be pickled.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,6 +17,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from cluster.config import KafkaConfig
+from detectors.errors import SigmaRayError
 
 Kafka = KafkaConfig | str  # the cluster's settings, or a bare bootstrap address (dev broker, tests)
 
@@ -37,6 +39,45 @@ def producer(kafka: Kafka, **overrides: Any) -> Producer:
 
 def admin(kafka: Kafka, **overrides: Any) -> AdminClient:
     return AdminClient(settings(kafka, **overrides))
+
+
+class KafkaAccessError(SigmaRayError):
+    """The broker answered but refused this client: wrong SASL credentials, or a TLS handshake
+    that failed (unknown CA, wrong host name). Retrying does not help, unlike a broker that is down."""
+
+
+# librdkafka reports these through error_cb and keeps retrying: a client would wait forever.
+_REFUSED = {KafkaError._AUTHENTICATION: "Kafka refused the SASL credentials in kafka.client",
+            KafkaError.SASL_AUTHENTICATION_FAILED: "Kafka refused the SASL credentials in kafka.client",
+            KafkaError._SSL: "the TLS handshake with Kafka failed (kafka.client ssl.* settings)"}
+
+
+def check_access(kafka: Kafka, timeout: float = 15) -> bool:
+    """True when the broker answers this client's metadata request; False when it does not answer
+    at all (down or unreachable: a cluster may start before its broker). KafkaAccessError when it
+    refuses the client, naming why; librdkafka's reason carries no setting's value."""
+    refused: list[KafkaError] = []
+
+    def on_error(error: KafkaError) -> None:
+        if error.code() in _REFUSED:
+            refused.append(error)
+
+    quiet = logging.getLogger("sigmaray.kafka.check_access")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False  # "connection refused" lines while a broker is down: the result says it
+    client = admin(kafka, error_cb=on_error, logger=quiet)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.list_topics(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
+            return True
+        except KafkaException:
+            client.poll(0)  # deliver pending error callbacks
+            if refused:
+                first = refused[0]
+                raise KafkaAccessError(f"{_REFUSED[first.code()]}: {first.str()}") from None
+            if time.monotonic() >= deadline:
+                return False
 
 
 def existing_topics(kafka: Kafka, timeout: float = 10) -> dict[str, int]:
