@@ -1,21 +1,40 @@
-"""Fusion benchmark: detections/s of correlator.fusion.FusionEngine on one core.
+"""Fusion benchmark: detections/s of correlator.fusion.FusionEngine on one core, and its memory.
 
 200,000 synthetic detections shaped as workers write them (sigma and anomaly kinds, ATT&CK tags,
 entity scores, users in the event, source refs), over 2,000 hosts, 1,000 users and 300 rules,
 event time advancing ~50 ms per detection (so alerts are created, updated and closed), with a
 criticality table of 200 assets. Generation is not timed; `process` (and the final close) is.
 
-Usage: .venv/bin/python bench/fusion.py [--detections 200000] [--seed 0]
+- `detections_per_s`: that stream, the median of `--runs` runs (each run a fresh engine), by the
+  wall clock; `cpu_detections_per_s` by the process's CPU time, which a machine busy with other
+  work disturbs less;
+- `noisy`: the same stream where one noisy rule (low level, fires on any host) makes up
+  `--noisy-share` of the detections, the flood a chatty rule makes: long-lived alerts with large
+  counts, and every hit still updates host and user risk;
+- `memory`: bytes of FusionEngine state per tracked entity (host or user), by tracemalloc, over
+  `--memory-detections` detections naming a fifth as many distinct hosts and as many users (each
+  about five times): the engine's whole state (risk tables, open alerts with their explanations,
+  the dedupe window) and the risk tables alone, both divided by the entities tracked.
+
+The generated detections are frozen out of the garbage collector (`gc.freeze`) before timing:
+they stand for a stream a consumer decodes and drops, and scanning 200,000 held records in each
+full collection would measure the benchmark, not the engine (`--no-freeze` measures that too).
+
+Usage: .venv/bin/python bench/fusion.py [--detections 200000] [--seed 0] [--runs 5] [--noisy-share 0.5]
+       [--memory-detections 20000] [--no-freeze]
 Prints one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import random
+import statistics
 import sys
 import time
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -29,9 +48,13 @@ from correlator.fusion import FusionEngine  # noqa: E402
 TACTICS = ["execution", "persistence", "privilege-escalation", "defense-evasion", "credential-access", "discovery",
            "lateral-movement", "collection", "command-and-control", "exfiltration", "impact"]
 LEVELS = ["informational", "low", "medium", "medium", "high", "high", "critical"]
+NOISY_RULE = {"id": "rule-noisy", "title": "Noisy rule (process creation by cmd.exe)", "level": "low",
+              "tags": ["attack.execution", "attack.t1059.003"]}
 
 
-def synthetic(count: int, seed: int) -> list[dict[str, Any]]:
+def synthetic(count: int, seed: int, noisy_share: float = 0.0) -> list[dict[str, Any]]:
+    """The benchmark stream; with `noisy_share`, that share of the detections is NOISY_RULE (the
+    stream without it is the same as before the option existed)."""
     rng = random.Random(seed)
     rules = []
     for index in range(300):
@@ -39,6 +62,7 @@ def synthetic(count: int, seed: int) -> list[dict[str, Any]]:
         tags += [f"attack.t{rng.randint(1000, 1600)}" + (f".{rng.randint(1, 9):03d}" if rng.random() < 0.5 else "")]
         rules.append({"id": f"rule-{index:04d}", "title": f"Synthetic rule {index}", "level": rng.choice(LEVELS),
                       "tags": tags})
+    noisy = random.Random(seed + 1)  # its own generator: the rest of the stream does not change
     start = 1_796_000_000_000
     out = []
     for offset in range(count):
@@ -59,35 +83,121 @@ def synthetic(count: int, seed: int) -> list[dict[str, Any]]:
                               "level": "high", "tags": []}
             record["anomaly"] = {"entity": f"host:{host}", "entity_type": "host", "score": 0.999, "raw": 0.3,
                                  "reasons": ["rate_1m=0.9 (usually 0.2 ± 0.1)"], "features": {}}
+        if noisy_share and noisy.random() < noisy_share:
+            record["kind"] = "sigma"
+            record["rule"] = NOISY_RULE
+            record.pop("anomaly", None)
         out.append(record)
     return out
+
+
+def many_entities(count: int, seed: int) -> list[dict[str, Any]]:
+    """`count` detections naming about count / 5 distinct hosts and as many users, each about five
+    times, a minute apart: the state grows with the entities (memory per entity)."""
+    rng = random.Random(seed)
+    entities = max(1, count // 5)
+    rules = [{"id": f"rule-{index:04d}", "title": f"Synthetic rule {index}", "level": rng.choice(LEVELS),
+              "tags": [f"attack.{rng.choice(TACTICS)}", f"attack.t{rng.randint(1000, 1600)}"]} for index in range(300)]
+    start = 1_796_000_000_000
+    out = []
+    for offset in range(count):
+        host = f"host-{rng.randrange(entities):06d}"
+        now = start + offset * 1000
+        out.append({"kind": "sigma", "rule": rules[rng.randrange(300)], "entity": host, "event_time": now,
+                    "scores": {f"host:{host}": round(rng.random(), 4)},
+                    "source": {"topic": "sigmaray.events", "partition": offset % 12, "offset": offset,
+                               "timestamp_ms": now},
+                    "event": {"TargetUserName": f"user{rng.randrange(entities):06d}"}})
+    return out
+
+
+def criticality_table() -> Criticality:
+    lines = ["type,name,criticality,role,owner"] + [f"host,ws-{i:04d},{'critical' if i % 10 == 0 else 'high'},"
+                                                    f"server,team{i % 7}" for i in range(0, 2000, 10)]
+    criticality, errors = Criticality.from_text("\n".join(lines))
+    assert not errors
+    return criticality
+
+
+def timed(detections: list[dict[str, Any]], criticality: Criticality) -> tuple[float, float, Counter[str], FusionEngine]:
+    """Wall-clock and CPU seconds of one run (a fresh engine), its alerts by activity, the engine."""
+    engine = FusionEngine(criticality=criticality)
+    activities: Counter[str] = Counter()
+    process = engine.process
+    started, cpu_started = time.perf_counter(), time.process_time()
+    for detection in detections:
+        for alert in process(detection):
+            activities[alert.activity] += 1
+    for alert in engine.close_all():
+        activities[alert.activity] += 1
+    return time.perf_counter() - started, time.process_time() - cpu_started, activities, engine
+
+
+def throughput(detections: list[dict[str, Any]], criticality: Criticality, runs: int) -> dict[str, Any]:
+    """Medians over `runs`: wall clock (the figure), and CPU time, which a busy machine disturbs less."""
+    seconds, cpu_seconds = [], []
+    for _ in range(runs):
+        elapsed, cpu, activities, engine = timed(detections, criticality)
+        seconds.append(elapsed)
+        cpu_seconds.append(cpu)
+    median = statistics.median(seconds)
+    return {"detections": len(detections), "seconds": round(median, 3),
+            "detections_per_s": round(len(detections) / median),
+            "runs_detections_per_s": [round(len(detections) / value) for value in seconds],
+            "cpu_detections_per_s": round(len(detections) / statistics.median(cpu_seconds)),
+            "alerts": dict(activities), "skipped": engine.stats()["skipped_total"],
+            "entities": engine.stats()["entities"]}
+
+
+def memory(count: int, seed: int, criticality: Criticality) -> dict[str, Any]:
+    """Engine state bytes per tracked entity: what freeing the engine (and its risk tables alone)
+    gives back, by tracemalloc, after a run over many distinct entities."""
+    detections = many_entities(count, seed)
+    gc.collect()
+    tracemalloc.start()
+    engine = FusionEngine(criticality=criticality)
+    for detection in detections:
+        engine.process(detection)
+    gc.collect()
+    stats = engine.stats()
+    entities = sum(stats["entities"].values())
+    with_engine = tracemalloc.get_traced_memory()[0]
+    tables = engine.tables
+    engine.tables = {}
+    del tables
+    gc.collect()
+    tables_bytes = with_engine - tracemalloc.get_traced_memory()[0]
+    del engine
+    gc.collect()
+    engine_bytes = with_engine - tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return {"detections": len(detections), "entities": stats["entities"], "open_alerts": stats["open_alerts"],
+            "engine_bytes": engine_bytes, "engine_bytes_per_entity": round(engine_bytes / entities),
+            "risk_table_bytes": tables_bytes, "risk_table_bytes_per_entity": round(tables_bytes / entities)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--detections", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--noisy-share", type=float, default=0.5)
+    parser.add_argument("--memory-detections", type=int, default=20_000)
+    parser.add_argument("--no-freeze", action="store_true", help="leave the generated detections to the collector")
     args = parser.parse_args()
+    criticality = criticality_table()
     detections = synthetic(args.detections, args.seed)
-    lines = ["type,name,criticality,role,owner"] + [f"host,ws-{i:04d},{'critical' if i % 10 == 0 else 'high'},"
-                                                    f"server,team{i % 7}" for i in range(0, 2000, 10)]
-    criticality, errors = Criticality.from_text("\n".join(lines))
-    assert not errors
-    engine = FusionEngine(criticality=criticality)
-    activities: Counter[str] = Counter()
-    process = engine.process
-    started = time.perf_counter()
-    for detection in detections:
-        for alert in process(detection):
-            activities[alert.activity] += 1
-    for alert in engine.close_all():
-        activities[alert.activity] += 1
-    elapsed = time.perf_counter() - started
-    print(json.dumps({
-        "benchmark": "fusion", "detections": len(detections), "seconds": round(elapsed, 3),
-        "detections_per_s": round(len(detections) / elapsed), "alerts": dict(activities),
-        "skipped": engine.stats()["skipped_total"], "entities": engine.stats()["entities"],
-    }))
+    noisy = synthetic(args.detections, args.seed, args.noisy_share)
+    if not args.no_freeze:
+        gc.freeze()
+    result = {"benchmark": "fusion", **throughput(detections, criticality, args.runs),
+              "gc_frozen_input": not args.no_freeze}
+    del detections
+    result["noisy"] = {"share": args.noisy_share, **throughput(noisy, criticality, args.runs)}
+    del noisy
+    gc.unfreeze()
+    result["memory"] = memory(args.memory_detections, args.seed, criticality)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from correlator.risk import contribution_dict
 
 HOUR_MS = 3_600_000
 
@@ -67,10 +69,13 @@ class AlertState:
     tactics: list[str] = field(default_factory=list)
     techniques: list[str] = field(default_factory=list)
     users: list[str] = field(default_factory=list)
-    refs: list[list[Any]] = field(default_factory=list)  # [topic, partition, offset]
+    # (topic, partition, offset): the engine stores tuples (atomic, untracked by the garbage
+    # collector); a state loaded from a checkpoint has lists. Both render as lists.
+    refs: list[Sequence[Any]] = field(default_factory=list)
     ref_total: int = 0
     anomalies: dict[str, dict[str, Any]] = field(default_factory=dict)  # "host:ws-01" -> {score, reasons}
-    contributions: list[Any] = field(default_factory=list)  # risk.Contribution or its dict
+    # risk.Contribution, its field values (the tuple RiskTable.contribute gives) or its dict
+    contributions: list[Any] = field(default_factory=list)
     contribution_total: int = 0
     priority: int = 4
     emitted_priority: int = 5  # the most urgent priority emitted so far (5: none yet)
@@ -81,7 +86,9 @@ class AlertState:
         state = {name: getattr(self, name) for name in self.__slots__}
         state["rules"] = {key: value.to_dict() for key, value in self.rules.items()}
         state["rule_ids"] = list(self.rule_ids)
-        state["contributions"] = [item.to_dict() if hasattr(item, "to_dict") else item for item in self.contributions]
+        state["refs"] = [list(ref) for ref in self.refs]
+        state["contributions"] = [contribution_dict(item) if type(item) is tuple else
+                                  item.to_dict() if hasattr(item, "to_dict") else item for item in self.contributions]
         return state
 
     @classmethod
@@ -128,7 +135,7 @@ class AlertBook:
                 state.first_ms = now_ms
         return state, closed
 
-    def add_ref(self, state: AlertState, ref: list[Any]) -> None:
+    def add_ref(self, state: AlertState, ref: Sequence[Any]) -> None:
         state.ref_total += 1
         if len(state.refs) < self.config.max_refs:
             state.refs.append(ref)

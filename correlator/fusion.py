@@ -27,8 +27,8 @@ from typing import Any
 from correlator.alerts import AlertBook, AlertConfig, AlertState, RuleHits
 from correlator.criticality import LEVELS, Asset, Criticality
 from correlator.ocsf import ACTIVITIES, detection_finding
-from correlator.priority import PriorityConfig, PriorityResult, prioritize
-from correlator.risk import Contribution, RiskConfig, RiskTable, attack_tags
+from correlator.priority import PriorityConfig, PriorityResult, prioritize, priority_of
+from correlator.risk import POINTS, RISK_AFTER, RiskConfig, RiskTable, as_contribution_dict, attack_tags, contribution_dict
 from correlator.suppressions import FeedbackConfig, Suppression, Suppressions
 from models.entities import normalize
 
@@ -45,6 +45,10 @@ PRIORITY_FORMULA = ("risk = max(host risk, user risk); P1 if risk >= p1_risk and
 # group-by fields of a correlation that name its host (else the group's values, joined, are the entity)
 HOST_GROUP_FIELDS = ("Computer", "ComputerName", "Hostname", "host", "hostname", "entity")
 _NOBODY = frozenset({"", "-", "system", "local service", "network service", "anonymous logon", "n/a"})
+_UNSET: Any = object()
+_ASSET_CACHE_CAP = 50_000  # per entity type; past it the cache starts over
+_COUNT_NAMES = {activity_id: f"alerts_{name.lower()}" for activity_id, name in ACTIVITIES.items()}
+_isfinite = math.isfinite
 
 
 @dataclass(slots=True)
@@ -144,6 +148,22 @@ def _user_key(value: str) -> str:
     return found
 
 
+# raw user value -> its key when it names someone, "" when it names no one (machine account,
+# placeholder): one lookup per event field instead of normalizing and testing on every hit.
+_SOMEONE: dict[str, str] = {}
+
+
+def _someone(value: str) -> str:
+    found = _SOMEONE.get(value)
+    if found is None:
+        key = _user_key(value)
+        found = "" if key in _NOBODY or key.endswith("$") else key
+        if len(_SOMEONE) > 50_000:
+            _SOMEONE.clear()
+        _SOMEONE[value] = found
+    return found
+
+
 def _score(scores: Any, entity_type: str, entity: str | None) -> float | None:
     """The entity's anomaly score in a detection's `scores`: {"host:ws-01": 0.9} (what workers
     write) or {"host": {"score": 0.9}} / {"host": 0.9}."""
@@ -152,8 +172,12 @@ def _score(scores: Any, entity_type: str, entity: str | None) -> float | None:
     value = scores.get(f"{entity_type}:{entity}") if entity else None
     if value is None:
         value = scores.get(entity_type)
+        if value is None:  # the usual miss, decided before the slower Mapping check below
+            return None
         if isinstance(value, Mapping):
             value = value.get("score")
+    if type(value) is float:  # the usual hit: float(value) is value
+        return value if _isfinite(value) else None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
     return float(value)
@@ -188,6 +212,11 @@ class FusionEngine:
         self._next_sweep = 0
         self.counts: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()
+        # Criticality.get by entity name, per entity type, for the table in `_assets_of` (a table
+        # never changes: a reload is a new object, and the cache starts over)
+        self._assets_of: Criticality | None = None
+        self._host_assets: dict[str, Asset | None] = {}
+        self._user_assets: dict[str, Asset | None] = {}
 
     # -- configuration hooks ------------------------------------------------------------------
     def set_criticality(self, criticality: Criticality) -> None:
@@ -217,22 +246,30 @@ class FusionEngine:
     def _process(self, detection: Any) -> list[Alert]:
         if type(detection) is not dict and not isinstance(detection, Mapping):
             raise _Skip("not a mapping")
-        version = detection.get("schema_version", 1)
+        get = detection.get
+        version = get("schema_version", 1)
         if version not in SUPPORTED_SCHEMA_VERSIONS:
             raise _Skip("unknown schema_version")
-        kind = detection.get("kind")
+        kind = get("kind")
         if kind not in KINDS:
             raise _Skip("unknown kind")
-        rule = detection.get("rule")
+        rule = get("rule")
         if (type(rule) is not dict and not isinstance(rule, Mapping)) or not isinstance(rule.get("id"), str) \
                 or not rule["id"]:
             raise _Skip("bad rule")
-        raw_entity = detection.get("entity")
-        if not isinstance(raw_entity, str) or not raw_entity.strip():
-            raise _Skip("no entity")
-        entity = _host(raw_entity)
-        source = detection.get("source")
-        now = event_time_ms(detection.get("event_time"))
+        rule_id: str = rule["id"]
+        raw_entity = get("entity")
+        # a known raw value passed the check below when it was cached
+        entity = _HOSTS.get(raw_entity) if type(raw_entity) is str else None
+        if entity is None:
+            if not isinstance(raw_entity, str) or not raw_entity.strip():
+                raise _Skip("no entity")
+            entity = _host(raw_entity)
+        source = get("source")
+        now = get("event_time")
+        # the usual case first: ms as an int (event_time_ms returns it as is, after the same check)
+        if type(now) is not int or not _isfinite(now):
+            now = event_time_ms(now)
         if now is None:
             now = event_time_ms(source.get("timestamp_ms")) if isinstance(source, Mapping) else None
             if now is None:
@@ -242,21 +279,24 @@ class FusionEngine:
                 self.counts["time_from_watermark"] += 1
             else:
                 self.counts["time_from_source"] += 1
-        rule_id: str = rule["id"]
         ref = None
         if (type(source) is dict or isinstance(source, Mapping)) and "offset" in source:
-            ref = [source.get("topic"), source.get("partition"), source.get("offset")]
+            # a tuple: immutable and atomic, so the garbage collector stops tracking the refs alerts keep
+            ref = (source.get("topic"), source.get("partition"), source.get("offset"))
             key = (ref[0], ref[1], ref[2], kind, rule_id)
-            if key in self._seen:
+            seen = self._seen
+            if key in seen:
                 self.counts["duplicates"] += 1
                 return []
-            self._seen[key] = None
-            if len(self._seen) > self.config.dedupe_cap:
-                self._seen.popitem(last=False)
+            seen[key] = None
+            if len(seen) > self.config.dedupe_cap:
+                seen.popitem(last=False)
         else:
             self.counts["no_source"] += 1
-        out = self._advance(now)
-        event = detection.get("event")
+        if now > self.watermark:  # _advance, inline: a sweep is due once per inactivity_ms / 4
+            self.watermark = now
+        out = self._sweep() if self.watermark >= self._next_sweep else []
+        event = get("event")
         if type(event) is not dict and not isinstance(event, Mapping):
             event = {}
         if self.suppressions.match(rule_id, entity, event, now) is not None:
@@ -265,13 +305,32 @@ class FusionEngine:
         level = str(rule.get("level") or "").lower()
         tags = rule.get("tags")
         tactics, techniques = attack_tags(tags) if isinstance(tags, list) else ((), ())
-        scores = detection.get("scores")
-        host_score = _score(scores, "host", entity)
-        user = self._user(event)
-        user_score = _score(scores, "user", user) if user else None
+        scores = get("scores")
+        host_score = None
+        # _score's usual case first (a dict naming the host with a finite float); else _score itself
+        if type(scores) is dict and scores and entity:
+            value = scores.get("host:" + entity)
+            if type(value) is float and _isfinite(value):
+                host_score = value
+            else:
+                host_score = _score(scores, "host", entity)
+        else:
+            host_score = _score(scores, "host", entity)
+        user = None
+        for name in self.config.user_fields:  # the first user field that names someone
+            value = event.get(name)
+            if isinstance(value, str):
+                user = _SOMEONE.get(value) or _someone(value)
+                if user:
+                    break
+        user = user or None
+        user_score = None
+        if user and (type(scores) is not dict or scores.get("user:" + user) is not None
+                     or scores.get("user") is not None):  # both absent: _score gives None
+            user_score = _score(scores, "user", user)
         anomaly_info = None
         if kind == "anomaly":
-            info = detection.get("anomaly")
+            info = get("anomaly")
             if isinstance(info, Mapping) and isinstance(info.get("score"), int | float):
                 anomaly_info = info
                 entity_type = info.get("entity_type")
@@ -280,114 +339,183 @@ class FusionEngine:
                 elif entity_type == "user" and isinstance(info.get("entity"), str):
                     user = normalize("user", info["entity"].split(":", 1)[-1])
                     user_score = float(info["score"])
-        self.counts["processed"] += 1
-        self.counts[kind] += 1
+        counts = self.counts
+        counts["processed"] += 1
+        counts[kind] += 1
         title = str(rule.get("title") or rule_id)
-        return out + self._hit(kind, (rule_id,), title, level, entity, user, now, tactics, techniques,
-                               host_score, user_score, anomaly_info, ref, correlation=False)
-
-    def _user(self, event: Mapping[str, Any]) -> str | None:
-        for name in self.config.user_fields:
-            value = event.get(name)
-            if isinstance(value, str):
-                key = _user_key(value)
-                if key not in _NOBODY and not key.endswith("$"):
-                    return key
-        return None
+        self._hit(kind, (rule_id,), title, level, entity, user, now, tactics, techniques, host_score, user_score,
+                  anomaly_info, ref, False, None, out)
+        return out
 
     def _hit(self, kind: str, rule_ids: tuple[str, ...], title: str, level: str, entity: str, user: str | None,
              now: int, tactics: tuple[str, ...], techniques: tuple[str, ...], host_score: float | None,
-             user_score: float | None, anomaly_info: Mapping[str, Any] | None, ref: list[Any] | None,
-             correlation: bool, refs: list[list[Any]] | None = None) -> list[Alert]:
+             user_score: float | None, anomaly_info: Mapping[str, Any] | None, ref: tuple[Any, ...] | None,
+             correlation: bool, refs: list[tuple[Any, ...]] | None, out: list[Alert]) -> None:
+        """One hit on its alert, appending what it emits to `out`. Only what decides the priority and
+        the emission is computed on every hit: the explanation and the OCSF finding are built when an
+        alert is emitted, from the alert's state."""
         rule_id = rule_ids[0]
-        out: list[Alert] = []
-        host_asset = self.criticality.get("host", entity)
-        user_asset = self.criticality.get("user", user) if user else None
-        weight = self.suppressions.weight(rule_id, entity)
-        hosts = self.tables["host"]
+        if self.criticality is not self._assets_of:  # _current_assets, inline
+            self._current_assets()
+        host_asset = self._host_assets.get(entity, _UNSET)
+        if host_asset is _UNSET:
+            host_asset = self._asset(self._host_assets, "host", entity)
+        user_asset = None
+        if user:
+            user_asset = self._user_assets.get(user, _UNSET)
+            if user_asset is _UNSET:
+                user_asset = self._asset(self._user_assets, "user", user)
+        suppressions = self.suppressions
+        weight = suppressions.weight(rule_id, entity) if suppressions.weights else 1.0
         points = self.config.priority.p1_risk / 2 if correlation and level not in self.config.risk.level_points else None
         # An anomaly detection's own score already chose its level: it is not multiplied by it again.
         host_factor = 0.0 if anomaly_info is not None else (host_score or 0.0)
-        contributions = [hosts.add(entity, now, level, rule_id, tactics, techniques, host_factor,
-                                   host_asset.criticality if host_asset else None, weight, points)]
-        host_state = hosts.touch(entity, now)
+        host_state, host_contribution = self.tables["host"].contribute(
+            entity, now, level, rule_id, tactics, techniques, host_factor,
+            host_asset.criticality if host_asset else None, weight, points)
         if correlation:
             host_state.correlation_ms = now
         if host_score is not None:
             host_state.anomaly = host_score
             if anomaly_info is not None and anomaly_info.get("entity_type") == "host":
                 host_state.anomaly_reasons = [str(reason) for reason in anomaly_info.get("reasons") or ()][:10]
-        user_state = None
+        user_state = user_contribution = None
         if user:
-            users = self.tables["user"]
             user_factor = 0.0 if anomaly_info is not None else (user_score or 0.0)
-            contributions.append(users.add(user, now, level, rule_id, tactics, techniques, user_factor,
-                                           user_asset.criticality if user_asset else None, weight, points))
-            user_state = users.touch(user, now)
+            user_state, user_contribution = self.tables["user"].contribute(
+                user, now, level, rule_id, tactics, techniques, user_factor,
+                user_asset.criticality if user_asset else None, weight, points)
             if user_score is not None:
                 user_state.anomaly = user_score
-        state, closed = self.book.hit(kind, rule_ids, entity, now)
-        if closed is not None:
-            out.append(self._emit(closed, 3, max(now, closed.last_ms)))
+        book = self.book
+        state = book.open.get((rule_ids, entity))
+        if state is not None and now - state.last_ms <= book.config.inactivity_ms:  # AlertBook.hit, open alert
+            if now > state.last_ms:
+                state.last_ms = now
+            if now < state.first_ms:
+                state.first_ms = now
+        else:
+            state, closed = book.hit(kind, rule_ids, entity, now)
+            if closed is not None:
+                out.append(self._emit(closed, 3, max(now, closed.last_ms)))
         new = state.count == 0
         state.count += 1
-        hits = state.rules.get(rule_id)
+        rules = state.rules
+        hits = rules.get(rule_id)
         if hits is None:
-            hits = state.rules[rule_id] = RuleHits(rule_id, title, level)
+            hits = rules[rule_id] = RuleHits(rule_id, title, level)
         hits.count += 1
-        hits.points += contributions[0].points
+        hits.points += host_contribution[POINTS]
         hits.weight = weight
-        for name in tactics:
-            if name not in state.tactics:
-                state.tactics.append(name)
-        for name in techniques:
-            if name not in state.techniques:
-                state.techniques.append(name)
-        if user and user not in state.users and len(state.users) < 20:
+        if tactics:
+            known = state.tactics
+            for name in tactics:
+                if name not in known:
+                    known.append(name)
+        if techniques:
+            known = state.techniques
+            for name in techniques:
+                if name not in known:
+                    known.append(name)
+        if user and len(state.users) < 20 and user not in state.users:  # no scan once full
             state.users.append(user)
-        if ref is not None:
-            self.book.add_ref(state, ref)
+        max_refs = book.config.max_refs
+        if ref is not None:  # AlertBook.add_ref, inline
+            state.ref_total += 1
+            if len(state.refs) < max_refs:
+                state.refs.append(ref)
         for item in refs or ():
-            self.book.add_ref(state, item)
+            book.add_ref(state, item)
+        anomalies = state.anomalies
         if anomaly_info is not None:
-            state.anomalies[str(anomaly_info.get("entity"))] = {
+            anomalies[str(anomaly_info.get("entity"))] = {
                 "score": anomaly_info.get("score"), "reasons": list(anomaly_info.get("reasons") or ())[:10]}
         elif host_score is not None:
-            known = state.anomalies.get(f"host:{entity}")
-            state.anomalies[f"host:{entity}"] = {"score": host_score,
-                                                 "reasons": known["reasons"] if known else list(host_state.anomaly_reasons)}
-        for contribution in contributions:
-            self.book.add_contribution(state, contribution)
-        risk_config = self.config.risk
-        tactic_count = host_state.tactic_count(now, risk_config.window_ms)
+            key = "host:" + entity
+            known_score = anomalies.get(key)
+            if not known_score:
+                anomalies[key] = {"score": host_score, "reasons": list(host_state.anomaly_reasons)}
+            else:  # in place (the reasons stay): _explain copies these dicts, so emitted alerts keep theirs
+                known_score["score"] = host_score
+        # AlertBook.add_contribution, inline: keep the latest max_contributions
+        contributions = state.contributions
+        max_contributions = book.config.max_contributions
+        contributions.append(host_contribution)
+        if len(contributions) > max_contributions:
+            del contributions[0]
+        if user_contribution is None:
+            state.contribution_total += 1
+            risk = host_contribution[RISK_AFTER]
+        else:
+            contributions.append(user_contribution)
+            if len(contributions) > max_contributions:
+                del contributions[0]
+            state.contribution_total += 2
+            risk = max(host_contribution[RISK_AFTER], user_contribution[RISK_AFTER])
+        window_ms = self.config.risk.window_ms
+        window_start = now - window_ms
+        # EntityRisk.tactic_count's shortcut inline: every tactic seen inside the window
+        tactic_count = len(host_state.tactics) if host_state.tactics_floor >= window_start else \
+            host_state.tactic_count(now, window_ms)
         if user_state is not None:
-            tactic_count = max(tactic_count, user_state.tactic_count(now, risk_config.window_ms))
-        max_level = hits.level if len(state.rules) == 1 else \
-            max((hit.level for hit in state.rules.values()), key=lambda name: LEVEL_RANK.get(name, -1))
-        asset = _higher(host_asset, user_asset)
-        window_start = now - risk_config.window_ms
-        correlated = correlation or (host_state.correlation_ms is not None and host_state.correlation_ms >= window_start)
+            user_count = len(user_state.tactics) if user_state.tactics_floor >= window_start else \
+                user_state.tactic_count(now, window_ms)
+            if user_count > tactic_count:
+                tactic_count = user_count
+        max_level = hits.level if len(rules) == 1 else \
+            max((hit.level for hit in rules.values()), key=lambda name: LEVEL_RANK.get(name, -1))
+        asset = host_asset if user_asset is None else _higher(host_asset, user_asset)
+        correlated = correlation or (host_state.correlation_ms is not None and
+                                     host_state.correlation_ms >= window_start)
         anomaly = host_score if host_score is not None else host_state.anomaly
-        noisy = hits.count >= self.config.priority.noisy_hits or rule_id in self.config.priority.noisy_rules
-        risk = max(contribution.risk_after for contribution in contributions)
-        result = prioritize(self.config.priority, risk, tactic_count, max_level, asset.criticality if asset else None,
-                            correlated, anomaly, noisy)
-        if result.demoted:
+        priority_config = self.config.priority
+        noisy = hits.count >= priority_config.noisy_hits or rule_id in priority_config.noisy_rules
+        asset_criticality = asset.criticality if asset else None
+        priority, demoted = priority_of(priority_config, risk, tactic_count, max_level, asset_criticality,
+                                        correlated, anomaly, noisy)
+        if demoted:
             self.counts["demoted"] += 1
-        state.priority = result.priority
-        escalated = result.priority < state.emitted_priority
-        if new or escalated or state.count & (state.count - 1) == 0:
-            state.emitted_priority = min(state.emitted_priority, result.priority)
-            state.explanation = self._explain(state, result, entity, user, host_asset, user_asset, tactic_count,
-                                              contributions)
+        state.priority = priority
+        count = state.count
+        if new or priority < state.emitted_priority or count & (count - 1) == 0:
+            state.emitted_priority = min(state.emitted_priority, priority)
+            result = prioritize(priority_config, risk, tactic_count, max_level, asset_criticality, correlated, anomaly,
+                                noisy)
+            last = [host_contribution] if user_contribution is None else [host_contribution, user_contribution]
+            state.explanation = self._explain(state, result, entity, user, host_asset, user_asset, tactic_count, last)
             out.append(self._emit(state, 1 if new else 2, now))
-        return out
+
+    def _current_assets(self) -> None:
+        """Start the asset caches over when the criticality table is another (a reload)."""
+        if self.criticality is not self._assets_of:
+            self._assets_of = self.criticality
+            self._host_assets, self._user_assets = {}, {}
+
+    def _asset(self, cache: dict[str, Asset | None], entity_type: str, name: str) -> Asset | None:
+        """Criticality.get, remembered in `cache` (bounded)."""
+        if len(cache) >= _ASSET_CACHE_CAP:
+            cache.clear()
+        found = cache[name] = self.criticality.get(entity_type, name)
+        return found
 
     def _explain(self, state: AlertState, result: PriorityResult, entity: str, user: str | None,
                  host_asset: Asset | None, user_asset: Asset | None, tactic_count: int,
-                 contributions: list[Contribution]) -> dict[str, Any]:
+                 contributions: list[Any]) -> dict[str, Any]:
         hosts, users = self.tables["host"], self.tables["user"]
         now = state.last_ms
+        # A kept contribution is made a dict once, in place (the alert keeps the dict instead of its
+        # values), not again on each later emission. The explanations share these dicts, as they
+        # share the dicts of a state loaded from a checkpoint: nothing changes them once made (the
+        # engine only drops them), so what was emitted stays as it was.
+        stored = state.contributions
+        made: dict[int, dict[str, Any]] = {}
+        for index, item in enumerate(stored):
+            if type(item) is tuple:
+                stored[index] = made[id(item)] = contribution_dict(item)
+        last = []
+        for item in contributions:  # this hit's: usually the newest kept ones, made just above
+            found = made.get(id(item)) if type(item) is tuple else None
+            last.append(found if found is not None else as_contribution_dict(item))
         return {
             "alert_id": state.alert_id,
             "entity": {"host": entity, "users": list(state.users)},
@@ -396,14 +524,15 @@ class FusionEngine:
             "first_seen_ms": state.first_ms, "last_seen_ms": state.last_ms,
             "tactics": list(state.tactics), "techniques": list(state.techniques),
             "distinct_tactics_in_window": tactic_count,
-            "anomaly": dict(state.anomalies),
+            # copies of the entries too: the engine updates a host's score in place
+            "anomaly": {key: dict(value) for key, value in state.anomalies.items()},
             "criticality": {"host": host_asset.to_dict() if host_asset else None,
                             "user": user_asset.to_dict() if user_asset else None},
             "risk": {"host": round(hosts.risk(entity, now), 4),
                      "user": round(users.risk(user, now), 4) if user else None, "used": round(result.risk, 4)},
             "formula": {"contribution": CONTRIBUTION_FORMULA, "priority": PRIORITY_FORMULA},
-            "last_contribution": [item.to_dict() for item in contributions],
-            "contributions": [item.to_dict() if isinstance(item, Contribution) else item for item in state.contributions],
+            "last_contribution": last,
+            "contributions": [as_contribution_dict(item) for item in stored],
             "contributions_total": state.contribution_total,
             "priority": result.to_dict(),
             "evidence": {"refs": [list(ref) for ref in state.refs], "total": state.ref_total},
@@ -411,12 +540,16 @@ class FusionEngine:
 
     def _resources(self, state: AlertState) -> list[dict[str, Any]]:
         resources: list[dict[str, Any]] = []
-        for entity_type, names in (("host", [state.entity]), ("user", state.users)):
+        self._current_assets()
+        for entity_type, names, cache in (("host", [state.entity], self._host_assets),
+                                          ("user", state.users, self._user_assets)):
             for name in names:
                 resource: dict[str, Any] = {"name": name, "type": entity_type}
                 if entity_type == "host":
                     resource["hostname"] = name
-                asset = self.criticality.get(entity_type, name)
+                asset = cache.get(name, _UNSET)
+                if asset is _UNSET:
+                    asset = self._asset(cache, entity_type, name)
                 if asset is not None:
                     resource["criticality"] = asset.criticality
                     if asset.role:
@@ -432,7 +565,7 @@ class FusionEngine:
                                  "rules": [hit.to_dict() for hit in state.rules.values()],
                                  "evidence": {"refs": [list(r) for r in state.refs], "total": state.ref_total}}
         state.emitted += 1
-        self.counts[f"alerts_{ACTIVITIES[activity_id].lower()}"] += 1
+        self.counts[_COUNT_NAMES[activity_id]] += 1
         risk = state.explanation.get("risk", {}).get("used", 0.0) if state.explanation else 0.0
         ocsf = detection_finding(state, activity_id, time_ms, self._resources(state), float(risk or 0.0))
         return Alert(state.alert_id, activity_id, state.priority, state.entity, state.rule_ids, state.count, ocsf)
@@ -442,6 +575,10 @@ class FusionEngine:
             self.watermark = now
         if self.watermark < self._next_sweep:
             return []
+        return self._sweep()
+
+    def _sweep(self) -> list[Alert]:
+        """Expire suppressions and close what is idle at the watermark (due: watermark >= next sweep)."""
         self._next_sweep = self.watermark + max(1, self.config.alerts.inactivity_ms // 4)
         self.suppressions.expire(self.watermark)
         return [self._emit(state, 3, self.watermark) for state in self.book.stale(self.watermark)]
@@ -473,12 +610,12 @@ class FusionEngine:
                 last = event_time_ms(_attr(hit, "first_time", "first_event_ms"))
             if last is None:
                 raise _Skip("correlation without time")
-            refs: list[list[Any]] = []
+            refs: list[tuple[Any, ...]] = []
             for ref in getattr(hit, "refs", None) or ():
                 if isinstance(ref, Mapping):
-                    refs.append([ref.get("topic"), ref.get("partition"), ref.get("offset")])
+                    refs.append((ref.get("topic"), ref.get("partition"), ref.get("offset")))
                 elif isinstance(ref, list | tuple) and len(ref) >= 3:
-                    refs.append([ref[0], ref[1], ref[2]])
+                    refs.append((ref[0], ref[1], ref[2]))
             uncounted = getattr(hit, "ref_count", None)
             uncounted = uncounted - len(refs) if isinstance(uncounted, int) and uncounted > len(refs) else 0
             tags = getattr(hit, "tags", None)
@@ -487,8 +624,9 @@ class FusionEngine:
             title = str(getattr(hit, "title", None) or rule_id)
             out = self._advance(last)
             self.counts["correlations"] += 1
-            alerts = self._hit("correlation", (f"correlation:{rule_id}",), title, level, entity, None, last,
-                               tactics, techniques, None, None, None, None, correlation=True, refs=refs)
+            alerts: list[Alert] = []
+            self._hit("correlation", (f"correlation:{rule_id}",), title, level, entity, None, last,
+                      tactics, techniques, None, None, None, None, True, refs, alerts)
             if uncounted:  # refs the correlation engine counted but did not keep
                 state = self.book.open.get(((f"correlation:{rule_id}",), entity))
                 if state is not None:

@@ -55,11 +55,12 @@ def detection_finding(state: AlertState, activity_id: int, time_ms: int, resourc
     priority = state.priority
     analytic_type = _ANALYTIC_TYPE.get(state.kind, (1, "Rule"))
     first_rule = next(iter(state.rules.values()), None)
+    title = _title(state)
     analytic: dict[str, Any] = {"uid": ",".join(state.rule_ids), "type_id": analytic_type[0], "type": analytic_type[1]}
     if first_rule is not None:
         analytic["name"] = first_rule.title
     finding_info: dict[str, Any] = {
-        "uid": state.alert_id, "title": _title(state), "types": [state.kind], "analytic": analytic,
+        "uid": state.alert_id, "title": title, "types": [state.kind], "analytic": analytic,
         "first_seen_time": state.first_ms, "last_seen_time": state.last_ms,
         "related_events_count": state.ref_total,
     }
@@ -83,7 +84,7 @@ def detection_finding(state: AlertState, activity_id: int, time_ms: int, resourc
         "time": time_ms, "start_time": state.first_ms, "end_time": state.last_ms, "count": state.count,
         "status_id": 5 if closing else 1, "status": "Archived" if closing else "New",
         "is_alert": True,
-        "message": f"P{priority} {_title(state)}: {state.count} hit(s)",
+        "message": f"P{priority} {title}: {state.count} hit(s)",
         "metadata": {"product": dict(PRODUCT), "version": OCSF_VERSION, "profiles": list(PROFILES),
                      "log_name": "sigmaray.alerts",
                      "uid": f"{state.alert_id}-{state.emitted}"},

@@ -78,6 +78,25 @@ class PriorityResult:
                                "demote_below": self.config.demote_below, "noisy_hits": self.config.noisy_hits}}
 
 
+def priority_of(config: PriorityConfig, risk: float, tactics: int, max_level: str | None,
+                asset_criticality: str | None, correlation: bool, anomaly: float | None, noisy: bool) -> tuple[int, bool]:
+    """(priority, demoted) exactly as `prioritize` decides them, without the gate texts and the
+    result object: the engine calls this on every hit and `prioritize` only for an explanation."""
+    if risk >= config.p1_risk:
+        gated = (max_level in config.p1_levels and asset_criticality in config.p1_criticality) \
+            or tactics >= config.p1_min_tactics or correlation
+        base = 1 if gated else 2
+    elif risk >= config.p2_risk:
+        base = 2
+    elif risk >= config.p3_risk:
+        base = 3
+    else:
+        base = 4
+    if anomaly is not None and anomaly < config.demote_below and noisy and base < 4:
+        return min(4, base + 1), True
+    return base, False
+
+
 def prioritize(config: PriorityConfig, risk: float, tactics: int, max_level: str | None, asset_criticality: str | None,
                correlation: bool, anomaly: float | None, noisy: bool) -> PriorityResult:
     gates: list[str] = []

@@ -24,7 +24,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -93,16 +93,25 @@ class RiskConfig:
     ttl_ms: int = 7 * DAY_MS
 
 
+# `EntityRisk.tactics_floor` before it is known: the first count computes it.
+_FLOOR_UNKNOWN = -(2**63)
+
+
 @dataclass(slots=True)
 class EntityRisk:
     score: float = 0.0
     last_ms: int = 0
     tactics: dict[str, int] = field(default_factory=dict)  # tactic -> last seen ms
     techniques: dict[str, int] = field(default_factory=dict)
-    rules: dict[str, list[int]] = field(default_factory=dict)  # rule -> [hits in window, last ms]
+    # rule -> (hits in window, last ms): replaced, not mutated, on a hit; a tuple of ints is not
+    # tracked by the garbage collector (a table holds one per entity and rule) and is smaller
+    rules: dict[str, tuple[int, int]] = field(default_factory=dict)
     correlation_ms: int | None = None  # last correlation hit on this entity
     anomaly: float | None = None  # latest anomaly score seen for the entity
     anomaly_reasons: list[str] = field(default_factory=list)
+    # A lower bound of the last-seen times in `tactics` (they only ever move forward): when it is
+    # inside the window every tactic is, and the count is len(tactics) without a scan on each hit.
+    tactics_floor: int = _FLOOR_UNKNOWN
 
     def decayed(self, now_ms: int, half_life_ms: int) -> float:
         if now_ms <= self.last_ms:
@@ -115,20 +124,29 @@ class EntityRisk:
 
     def tactic_count(self, now_ms: int, window_ms: int) -> int:
         start = now_ms - window_ms
+        tactics = self.tactics
+        if self.tactics_floor >= start:
+            return len(tactics)
         count = 0
-        for seen in self.tactics.values():
+        floor = None
+        for seen in tactics.values():
             if seen >= start:
                 count += 1
+            if floor is None or seen < floor:
+                floor = seen
+        self.tactics_floor = _FLOOR_UNKNOWN if floor is None else floor
         return count
 
     def to_state(self) -> list[Any]:
-        return [self.score, self.last_ms, self.tactics, self.techniques, self.rules, self.correlation_ms,
-                self.anomaly, self.anomaly_reasons]
+        return [self.score, self.last_ms, self.tactics, self.techniques,
+                {key: list(value) for key, value in self.rules.items()}, self.correlation_ms, self.anomaly,
+                self.anomaly_reasons]
 
     @classmethod
     def from_state(cls, state: list[Any]) -> EntityRisk:
         return cls(float(state[0]), int(state[1]), dict(state[2]), dict(state[3]),
-                   {key: list(value) for key, value in state[4].items()}, state[5], state[6], list(state[7]))
+                   {key: (value[0], value[1]) for key, value in state[4].items()}, state[5], state[6],
+                   list(state[7]))
 
 
 @dataclass(slots=True)
@@ -154,14 +172,41 @@ class Contribution:
     risk_after: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"entity_type": self.entity_type, "entity": self.entity, "level": self.level,
-                "level_points": self.level_points, "repeat_factor": round(self.repeat_factor, 4),
-                "new_tactics": list(self.new_tactics), "new_techniques": list(self.new_techniques),
-                "tactic_points": self.tactic_points, "technique_points": self.technique_points,
-                "weight": round(self.weight, 4), "anomaly": round(self.anomaly, 4),
-                "anomaly_multiplier": round(self.anomaly_multiplier, 4), "criticality": self.criticality,
-                "criticality_factor": self.criticality_factor, "points": round(self.points, 4),
-                "risk_before": round(self.risk_before, 4), "risk_after": round(self.risk_after, 4)}
+        return contribution_dict((self.entity_type, self.entity, self.level, self.level_points, self.repeat_factor,
+                                  self.new_tactics, self.new_techniques, self.tactic_points, self.technique_points,
+                                  self.weight, self.anomaly, self.anomaly_multiplier, self.criticality,
+                                  self.criticality_factor, self.points, self.risk_before, self.risk_after))
+
+
+# Contribution fields in order, as the tuple `RiskTable.contribute` returns: the engine keeps
+# these tuples (immutable, all atomic, so the garbage collector stops tracking them) and makes
+# the dict only for an explanation.
+ContributionValues = tuple[str, str, str, float, float, tuple[str, ...], tuple[str, ...], float, float, float,
+                           float, float, str | None, float, float, float, float]
+POINTS: Final = 14  # indexes into ContributionValues
+RISK_AFTER: Final = 16
+
+
+def contribution_dict(values: tuple[Any, ...]) -> dict[str, Any]:
+    """`Contribution.to_dict` of the contribution with these field values."""
+    (entity_type, entity, level, level_points, repeat_factor, new_tactics, new_techniques, tactic_points,
+     technique_points, weight, anomaly, anomaly_multiplier, criticality, criticality_factor, points, risk_before,
+     risk_after) = values
+    return {"entity_type": entity_type, "entity": entity, "level": level,
+            "level_points": level_points, "repeat_factor": round(repeat_factor, 4),
+            "new_tactics": list(new_tactics), "new_techniques": list(new_techniques),
+            "tactic_points": tactic_points, "technique_points": technique_points,
+            "weight": round(weight, 4), "anomaly": round(anomaly, 4),
+            "anomaly_multiplier": round(anomaly_multiplier, 4), "criticality": criticality,
+            "criticality_factor": criticality_factor, "points": round(points, 4),
+            "risk_before": round(risk_before, 4), "risk_after": round(risk_after, 4)}
+
+
+def as_contribution_dict(item: Any) -> Any:
+    """An alert's stored contribution (values tuple, Contribution, or already its dict) as its dict."""
+    if type(item) is tuple:
+        return contribution_dict(item)
+    return item.to_dict() if isinstance(item, Contribution) else item
 
 
 class RiskTable:
@@ -210,52 +255,78 @@ class RiskTable:
     def add(self, entity: str, now_ms: int, level: str, rule_id: str, tactics: tuple[str, ...],
             techniques: tuple[str, ...], anomaly: float, criticality: str | None, weight: float = 1.0,
             points_override: float | None = None) -> Contribution:
+        return Contribution(*self.contribute(entity, now_ms, level, rule_id, tactics, techniques, anomaly, criticality,
+                                             weight, points_override)[1])
+
+    def contribute(self, entity: str, now_ms: int, level: str, rule_id: str, tactics: tuple[str, ...],
+                   techniques: tuple[str, ...], anomaly: float, criticality: str | None, weight: float = 1.0,
+                   points_override: float | None = None) -> tuple[EntityRisk, ContributionValues]:
+        """`add` for the engine's hot path: the entity's state as `touch` returns it right after
+        (no second lookup), and the contribution as its field values, not an object."""
         config = self.config
-        state = self.touch(entity, now_ms)
+        entities = self._entities
+        state = entities.get(entity)
+        created = state is None
+        if state is None:
+            state = entities[entity] = EntityRisk(last_ms=now_ms)
+            self._bound(now_ms)
+        else:
+            entities.move_to_end(entity)
         window_start = now_ms - config.window_ms
-        hit = state.rules.get(rule_id)
+        rules = state.rules
+        hit = rules.get(rule_id)
         if hit is None or hit[1] < window_start:
             repeats = 0
-            state.rules[rule_id] = [1, now_ms]
+            rules[rule_id] = (1, now_ms)
         else:
             repeats = hit[0]
-            hit[0] += 1
-            hit[1] = max(hit[1], now_ms)
+            rules[rule_id] = (repeats + 1, now_ms if now_ms > hit[1] else hit[1])
         repeat_factor = max(config.repeat_floor, config.repeat_decay ** repeats) if repeats else 1.0
         never = window_start - 1
-        seen_tactics, seen_techniques = state.tactics, state.techniques
         new_tactics: tuple[str, ...] = ()
         new_techniques: tuple[str, ...] = ()
-        for name in tactics:
-            seen = seen_tactics.get(name, never)
-            if seen < window_start:
-                new_tactics += (name,)
-            if seen < now_ms:
-                seen_tactics[name] = now_ms
-        for name in techniques:
-            seen = seen_techniques.get(name, never)
-            if seen < window_start:
-                new_techniques += (name,)
-            if seen < now_ms:
-                seen_techniques[name] = now_ms
+        if tactics:
+            seen_tactics = state.tactics
+            for name in tactics:
+                seen = seen_tactics.get(name, never)
+                if seen < window_start:
+                    new_tactics += (name,)
+                if seen < now_ms:
+                    seen_tactics[name] = now_ms
+                    if now_ms < state.tactics_floor:
+                        state.tactics_floor = now_ms
+        if techniques:
+            seen_techniques = state.techniques
+            for name in techniques:
+                seen = seen_techniques.get(name, never)
+                if seen < window_start:
+                    new_techniques += (name,)
+                if seen < now_ms:
+                    seen_techniques[name] = now_ms
         base = config.level_points.get(level, config.unknown_level_points) if points_override is None else points_override
         tactic_points = config.tactic_bonus * len(new_tactics)
         technique_points = config.technique_bonus * len(new_techniques)
-        anomaly = min(1.0, max(0.0, anomaly))
+        # min(1.0, max(0.0, anomaly)) without the two calls (same result, NaN included)
+        anomaly = anomaly if anomaly > 0.0 else 0.0
+        anomaly = anomaly if anomaly < 1.0 else 1.0
         multiplier = 1.0 + config.anomaly_alpha * anomaly
         factor = config.criticality_factors.get(criticality, 1.0) if criticality else 1.0
         points = (base * repeat_factor + tactic_points + technique_points) * weight * multiplier * factor
-        before = state.decayed(now_ms, config.half_life_ms)
-        if now_ms >= state.last_ms:
+        last_ms = state.last_ms
+        before = state.score if now_ms <= last_ms else \
+            state.score * 2.0 ** (-(now_ms - last_ms) / config.half_life_ms)  # EntityRisk.decayed, inline
+        if now_ms >= last_ms:
             state.score = before + points
             state.last_ms = now_ms
             after = state.score
         else:  # late: decay the addition to the entity's clock
-            state.score += points * 2.0 ** (-(state.last_ms - now_ms) / config.half_life_ms)
+            state.score += points * 2.0 ** (-(last_ms - now_ms) / config.half_life_ms)
             after = before + points
-        return Contribution(self.entity_type, entity, level, base, repeat_factor, new_tactics, new_techniques,
-                            tactic_points, technique_points, weight, anomaly, multiplier, criticality, factor, points,
-                            before, after)
+        values = (self.entity_type, entity, level, base, repeat_factor, new_tactics, new_techniques, tactic_points,
+                  technique_points, weight, anomaly, multiplier, criticality, factor, points, before, after)
+        if created and entity not in entities:  # bounded away at once (max_entities < 1): as touch would
+            state = self.touch(entity, now_ms)
+        return state, values
 
     def state_dict(self) -> dict[str, Any]:
         return {"entities": [[name, state.to_state()] for name, state in self._entities.items()],

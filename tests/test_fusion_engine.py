@@ -19,8 +19,8 @@ import pytest
 from correlator.alerts import AlertConfig, alert_id
 from correlator.criticality import Criticality, load_criticality
 from correlator.fusion import Alert, FusionConfig, FusionEngine, event_time_ms
-from correlator.priority import PriorityConfig
-from correlator.risk import RiskConfig, RiskTable, attack_tags
+from correlator.priority import PriorityConfig, prioritize, priority_of
+from correlator.risk import Contribution, RiskConfig, RiskTable, attack_tags, contribution_dict
 from correlator.suppressions import Suppression, SuppressionError, Suppressions
 from tests.conftest import OTRF, ROOT
 from tests.ocsf_validation import OCSF_SCHEMA, detection_finding_validator, valid
@@ -387,3 +387,84 @@ def test_correlation_engine_hits_are_accepted(detections, validator):
     closed = run(engine, [], validator)
     corr = next(a for a in closed if a.rule_ids == ("correlation:c-9",))
     assert corr.explanation["evidence"]["total"] == 12 and len(corr.explanation["evidence"]["refs"]) == 2
+
+
+# -- the hot path's shortcuts give what the plain computations give ----------------------------------
+
+
+def test_priority_of_decides_as_prioritize():
+    configs = [PriorityConfig(), PriorityConfig(noisy_hits=2, p1_min_tactics=1, demote_below=0.9)]
+    for config in configs:
+        for risk in (0.0, 24.9, 25.0, 59.0, 60.0, 99.9, 100.0, 500.0):
+            for tactics in (0, 1, 3):
+                for level in ("low", "high", None):
+                    for criticality in (None, "medium", "critical"):
+                        for correlation in (False, True):
+                            for anomaly in (None, 0.1, 0.95):
+                                for noisy in (False, True):
+                                    args = (config, risk, tactics, level, criticality, correlation, anomaly, noisy)
+                                    result = prioritize(*args)
+                                    assert priority_of(*args) == (result.priority, result.demoted), args
+
+
+def test_contribute_is_add_and_tactic_count_is_a_scan():
+    """`RiskTable.contribute` (the engine's) and `add` agree, late and out-of-window hits included,
+    and the counted tactics (a lower bound shortcut) match a scan of the entity's tactics."""
+    config = RiskConfig(window_ms=10_000, half_life_ms=5_000)
+    fast, plain = RiskTable("host", config), RiskTable("host", config)
+    tactic_names = ["execution", "persistence", "discovery", "collection", "impact"]
+    clock = 0
+    for step in range(400):
+        clock += (step * 7919) % 3_000
+        now = clock - ((step * 104_729) % 8_000 if step % 5 == 0 else 0)  # some late
+        tactics = tuple(tactic_names[(step + k) % 5] for k in range(step % 3))
+        args = ("ws", now, ("low", "high")[step % 2], f"r{step % 4}", tactics, ("T1059",) if step % 3 else (), 0.3,
+                "high", 1.0, None)
+        state, values = fast.contribute(*args)
+        assert Contribution(*values) == plain.add(*args)
+        assert contribution_dict(values) == Contribution(*values).to_dict()
+        for probe in (now, clock, clock + 6_000, clock + 20_000):
+            scan = sum(1 for seen in state.tactics.values() if seen >= probe - config.window_ms)
+            assert state.tactic_count(probe, config.window_ms) == scan
+    assert fast.state_dict() == plain.state_dict() == json.loads(json.dumps(fast.state_dict()))
+
+
+def test_emitted_alerts_do_not_change_afterwards(detections, validator):
+    """Later hits update an alert's state in place (a host's anomaly score, its kept contributions):
+    what was emitted before stays as it was emitted, and the checkpoint is plain JSON data."""
+    items = retimed(detections[:300], step_ms=30_000)
+    engine = FusionEngine(FusionConfig(alerts=AlertConfig(max_contributions=3)))
+    emitted: list[tuple[Alert, bytes]] = []
+    for index, item in enumerate(items):
+        item["scores"] = {f"host:{normalize_host(item['entity'])}": (index % 10) / 10}
+        emitted += [(alert, orjson.dumps(alert.ocsf)) for alert in engine.process(item)]
+        if index == 150:
+            state = engine.state_dict()
+            assert state == json.loads(json.dumps(state))  # no tuples or objects left in it
+    emitted += [(alert, orjson.dumps(alert.ocsf)) for alert in engine.close_all()]
+    assert len(emitted) > 20
+    valid(validator, [alert for alert, _ in emitted])
+    assert all(orjson.dumps(alert.ocsf) == text for alert, text in emitted)
+    updates = [alert for alert, _ in emitted if alert.activity == "Update"]
+    assert len({json.dumps(a.explanation["anomaly"], sort_keys=True) for a in updates}) > 1
+
+
+def normalize_host(name: str) -> str:
+    return name.strip().lower().split(".", 1)[0]
+
+
+def test_a_reloaded_criticality_applies_to_the_next_hit(detections, validator):
+    hits = retimed(audit_cleared(detections)[:4], step_ms=5 * MINUTE)
+    engine = FusionEngine()
+    run(engine, hits[:1], validator, close=False)
+    table, _ = Criticality.from_text("type,name,criticality\nhost,workstation5,critical\n")
+    engine.set_criticality(table)
+    update = run(engine, hits[1:2], validator, close=False)[-1]
+    assert update.explanation["criticality"]["host"]["criticality"] == "critical"
+    assert update.explanation["last_contribution"][0]["criticality_factor"] == 2.0
+    assert update.ocsf["resources"][0]["criticality"] == "critical"
+    engine.criticality = Criticality()  # assigned directly, not through set_criticality: applies too
+    update = last(run(engine, hits[2:], validator, close=False), "Update")
+    assert update.count == 4 and update.explanation["criticality"]["host"] is None
+    assert update.explanation["last_contribution"][0]["criticality_factor"] == 1.0
+    assert "criticality" not in update.ocsf["resources"][0]
