@@ -226,10 +226,18 @@ class FusionEngine:
     def add_suppression(self, suppression: Suppression) -> None:
         self.suppressions.add(suppression)
 
-    def false_positive(self, rule_id: str, entity: str, reason: str = "false positive verdict") -> Suppression:
-        """Verdict feedback: suppress `rule_id` on `entity` and halve its weight there."""
+    def false_positive(self, rule_id: str, entity: str, reason: str = "false positive verdict",
+                       duration_ms: int | None = None) -> Suppression:
+        """Verdict feedback: suppress `rule_id` on `entity` (for `duration_ms` of event time, default
+        `feedback.fp_suppression_ms`) and halve its weight there."""
         self.counts["verdicts_fp"] += 1
-        return self.suppressions.false_positive(rule_id, normalize("host", entity), self.watermark, reason)
+        return self.suppressions.false_positive(rule_id, normalize("host", entity), self.watermark, reason,
+                                                duration_ms=duration_ms)
+
+    def lower_weight(self, rule_id: str, entity: str) -> float:
+        """Verdict feedback without a suppression: halve `rule_id`'s weight on `entity`."""
+        self.counts["verdicts_weight"] += 1
+        return self.suppressions.lower_weight(rule_id, normalize("host", entity))
 
     # -- detections -----------------------------------------------------------------------------
     def process(self, detection: Any) -> list[Alert]:

@@ -195,8 +195,10 @@ class Correlator:
         """An analyst's verdict; returns what it did: `applied`, `recorded` (tp: nothing to tune),
         `duplicate` (this verdict id was applied before) or `unknown alert` (not an alert of this
         correlator: in a cluster every correlator reads every verdict and the owner applies it).
-        A false positive (or benign) suppresses the alert's rules on its entity and lowers their
-        weight there (`FusionEngine.false_positive`), which later explanations show."""
+        A false positive (or benign) suppresses the alert's rules on its entity (for
+        `suppress_hours`, default `feedback.fp_suppression_ms`) and lowers their weight there
+        (`FusionEngine.false_positive`), which later explanations show; with `suppress: false`
+        it only lowers the weight."""
         if verdict.verdict_id in self.verdicts_applied:
             return "duplicate"
         target = self.alert_index.get(verdict.alert_id)
@@ -205,11 +207,15 @@ class Correlator:
             return "unknown alert"
         rule_ids, entity = target
         outcome = "recorded"
-        if verdict.verdict in ("fp", "benign") and verdict.suppress:
+        if verdict.verdict in ("fp", "benign"):
             reason = f"{verdict.verdict} verdict on alert {verdict.alert_id}" + (f": {verdict.reason}"
                                                                                  if verdict.reason else "")
+            duration = int(verdict.suppress_hours * 3_600_000) if verdict.suppress_hours else None
             for rule_id in rule_ids:
-                self.fusion.false_positive(rule_id, entity, reason)
+                if verdict.suppress:
+                    self.fusion.false_positive(rule_id, entity, reason, duration_ms=duration)
+                else:  # keep alerting, with less weight
+                    self.fusion.lower_weight(rule_id, entity)
             outcome = "applied"
         self.counts[f"verdicts_{verdict.verdict}"] += 1
         self.verdicts_applied[verdict.verdict_id] = outcome

@@ -132,14 +132,21 @@ class Suppressions:
         return self.weights.get((rule_id, entity), 1.0)
 
     def false_positive(self, rule_id: str, entity: str, now_ms: int, reason: str = "false positive verdict",
-                       conditions: Mapping[str, Any] | None = None) -> Suppression:
-        """The verdict hook: suppress rule on entity and lower the rule's weight there."""
-        expires = None if self.config.fp_suppression_ms is None else now_ms + self.config.fp_suppression_ms
+                       conditions: Mapping[str, Any] | None = None, duration_ms: int | None = None) -> Suppression:
+        """The verdict hook: suppress rule on entity (for `duration_ms`, default the feedback
+        config's) and lower the rule's weight there."""
+        duration = duration_ms if duration_ms is not None else self.config.fp_suppression_ms
+        expires = None if duration is None else now_ms + duration
         suppression = Suppression(rule_id, dict(conditions or {}), expires, reason, entity)
         self.add(suppression)
+        self.lower_weight(rule_id, entity)
+        return suppression
+
+    def lower_weight(self, rule_id: str, entity: str) -> float:
+        """A verdict without suppression: the rule keeps alerting on the entity, with less risk."""
         key = (rule_id, entity)
         self.weights[key] = max(self.config.min_weight, self.weights.get(key, 1.0) * self.config.fp_weight_factor)
-        return suppression
+        return self.weights[key]
 
     def state_dict(self) -> dict[str, Any]:
         return {"suppressions": [item.to_dict() for items in self._by_rule.values() for item in items],

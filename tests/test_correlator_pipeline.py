@@ -184,3 +184,28 @@ def test_a_real_wmi_lateral_movement_raises_the_chain_alert_but_not_its_generate
     assert "Network Logon Followed By Remote Service Or WMI Execution On The Same Host on workstation6" in titles
     assert not [t for t in titles if t.startswith("Remote Execution Service Or WMI Process On A Host")]
     assert not [t for t in titles if t.startswith("Successful Network Or Remote Desktop Logon")]
+
+
+def test_a_verdict_suppresses_or_only_lowers_the_weight_and_applies_once() -> None:
+    from correlator.records import Verdict
+
+    def record(offset: int, time: str) -> dict[str, Any]:
+        return {"schema_version": 1, "kind": "sigma", "ruleset_version": "v1", "entity": "ws-01",
+                "rule": {"id": "r1", "title": "Noisy admin tool", "level": "medium", "tags": ["attack.execution"]},
+                "event_time": time, "scores": {}, "model_version": None,
+                "source": {"topic": "t", "partition": 0, "offset": offset}, "event": {"Computer": "ws-01"}}
+
+    def rule_weight(alert: Any) -> float:
+        return float(alert.explanation["rules"][0]["weight"])
+
+    for suppress, expected_new_alert in ((True, False), (False, True)):
+        correlator = Correlator()
+        (first,) = correlator.process(record(1, "2026-11-30T10:00:00Z"))
+        verdict = Verdict(first.alert_id, "fp", f"v-{suppress}", reason="admin", suppress=suppress)
+        assert correlator.apply_verdict(verdict) == "applied"
+        assert correlator.apply_verdict(verdict) == "duplicate"  # read twice, applied once
+        later = [a for a in correlator.process(record(2, "2026-11-30T14:00:00Z")) if a.activity == "Create"]
+        assert bool(later) is expected_new_alert
+        if later:  # weight only: the rule still alerts, its weight halved and shown
+            assert rule_weight(later[0]) == 0.5 < rule_weight(first)
+    assert Correlator().apply_verdict(Verdict("nope", "fp", "v")) == "unknown alert"
