@@ -97,15 +97,15 @@ def build_scorer(config: ClusterConfig, model: str | None = None) -> Any:
     return scorer
 
 
-def build_correlator(config: ClusterConfig, ruleset: Ruleset, criticality: Any = None) -> Any:
+def build_correlator(config: ClusterConfig, ruleset: Ruleset, criticality: Any = None, fusion: Any = None) -> Any:
     """A `correlator.Correlator` over the ruleset's correlation rules with the config's fusion
-    settings (`correlator.fusion`), lateness and group cap: the correlator actors, replay and
-    eval all build it here."""
+    settings (`correlator.fusion`, or `fusion`, a FusionConfig, for an evaluation's variant),
+    lateness and group cap: the correlator actors, replay and eval all build it here."""
     from correlator.pipeline import Correlator
     from correlator.settings import fusion_config_from_dict
 
     settings = config.correlator
-    return Correlator.from_ruleset(ruleset, fusion_config_from_dict(settings.fusion), criticality,
+    return Correlator.from_ruleset(ruleset, fusion or fusion_config_from_dict(settings.fusion), criticality,
                                    allowed_lateness_ms=settings.allowed_lateness_s * 1000,
                                    max_groups=settings.max_groups)
 

@@ -47,15 +47,18 @@ def replay_files(
     (detections, anomaly detections, dead letters) and whether it is a dead letter. With `per_file`, each file has its own
     entity state, as a partition has in the cluster; otherwise the files play one partition.
 
-    With `alerts`, every detection also goes, in order, through one `Correlator` over the
-    ruleset's correlation rules (with `fusion_config` and `criticality`), and `alerts` gets each
+    With `alerts`, every detection also goes, in order, through one `Correlator` built as the
+    cluster's correlators build it (`build_correlator`: the config's `correlator` section; a
+    `fusion_config` or `criticality` given here replaces the config's), and `alerts` gets each
     alert it gives; at the end the correlator is flushed (open windows and alerts closed)."""
     detector, ruleset = build_detector(config, paths=rule_paths)
     correlator = None
     if alerts is not None:
-        from correlator.pipeline import Correlator
+        from cluster.build import build_correlator, load_criticality_file
 
-        correlator = Correlator.from_ruleset(ruleset, fusion_config, criticality)
+        if criticality is None:
+            criticality, _errors = load_criticality_file(config)
+        correlator = build_correlator(config, ruleset, criticality, fusion=fusion_config)
 
     def alerted(found: list[Alert]) -> None:
         assert alerts is not None
