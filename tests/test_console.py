@@ -502,3 +502,17 @@ def test_a_verdict_the_broker_refuses_is_reported_not_shown_as_recorded(incident
         server.stop()
     assert status == 400 and "did not acknowledge the verdict" in page and "recorded" not in page
     assert shared.state.alerts[alert_id].verdicts == []
+
+
+def test_the_risk_board_ranks_entities_by_their_risk_decayed_to_the_latest_event_time() -> None:
+    from cluster.console.state import ConsoleState, EntityRisk
+
+    state = ConsoleState(half_life_ms=3_600_000)
+    yesterday = EntityRisk("host", "dc-01", points=[(0, 120.0)])  # risky a day ago, quiet since
+    now = EntityRisk("host", "ws-07", points=[(24 * 3_600_000, 40.0)])
+    state.entities = {("host", "dc-01"): yesterday, ("host", "ws-07"): now}
+    state.watermark_ms = 24 * 3_600_000
+    board = state.riskiest()
+    assert [entity.name for entity in board] == ["ws-07", "dc-01"]
+    assert board[0].current == 40.0 and board[1].current == pytest.approx(120.0 * 2 ** -24)
+    assert board[1].peak == 120.0  # the peak stays visible

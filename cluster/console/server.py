@@ -51,7 +51,11 @@ class ConsoleServer:
                     host: str | None = None, port: int | None = None) -> ConsoleServer:
         """A console reading the config's alerts and verdicts topics, fetching evidence from and
         writing verdicts to its Kafka, and showing `status()` (a SupervisorHandle's) when given."""
-        shared = SharedState()
+        from cluster.console.state import ConsoleState
+        from correlator.settings import fusion_config_from_dict
+
+        half_life = fusion_config_from_dict(config.correlator.fusion).risk.half_life_ms
+        shared = SharedState(state=ConsoleState(half_life_ms=half_life))
         feed = AlertFeed(config, shared)
         evidence = KafkaEvidence(config)
         verdicts = KafkaVerdicts(config)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from correlator.records import Verdict
-from correlator.risk import TACTIC_IDS
+from correlator.risk import TACTIC_IDS, RiskConfig
 
 __all__ = ["AlertView", "AttackMatrix", "ConsoleState", "EntityRisk", "RuleRow", "tactic_order"]
 
@@ -142,10 +142,19 @@ class EntityRisk:
     tactics: set[str] = field(default_factory=set)
     alerts: set[str] = field(default_factory=set)
     best_priority: int = 4
+    current: float = 0.0  # the risk decayed to the latest event time read (set by `riskiest`)
 
     @property
     def risk(self) -> float:
         return self.points[-1][1] if self.points else 0.0
+
+    def risk_at(self, now_ms: int, half_life_ms: int) -> float:
+        """The risk decayed from its last contribution to `now_ms` (event time), as the correlator
+        decays it: a host that was risky yesterday and quiet since is not risky now."""
+        if not self.points:
+            return 0.0
+        elapsed = max(now_ms - self.points[-1][0], 0)
+        return self.points[-1][1] * 2.0 ** (-elapsed / half_life_ms) if half_life_ms > 0 else self.points[-1][1]
 
     @property
     def peak(self) -> float:
@@ -214,7 +223,9 @@ class ConsoleState:
     pages share it under `cluster.console.feed.SharedState`'s lock.
     """
 
-    def __init__(self, max_alerts: int = 5000, max_points: int = 200, max_changes: int = 10_000) -> None:
+    def __init__(self, max_alerts: int = 5000, max_points: int = 200, max_changes: int = 10_000,
+                 half_life_ms: int = RiskConfig().half_life_ms) -> None:
+        self.half_life_ms = half_life_ms  # the correlator's risk half-life (correlator.fusion risk.half_life_ms)
         self.max_alerts = max_alerts
         self.max_points = max_points
         self.alerts: OrderedDict[str, AlertView] = OrderedDict()  # least recently changed first
@@ -384,8 +395,11 @@ class ConsoleState:
         return tactic_order({name for view in self.alerts.values() for name in view.tactics})
 
     def riskiest(self, entity_type: str | None = None, limit: int = 20) -> list[EntityRisk]:
+        """The riskiest entities now: by their risk decayed to the latest event time read."""
         found = [entity for entity in self.entities.values() if entity_type in (None, entity.entity_type)]
-        found.sort(key=lambda entity: (-entity.risk, -entity.peak, entity.name))
+        for entity in found:
+            entity.current = entity.risk_at(self.watermark_ms, self.half_life_ms)
+        found.sort(key=lambda entity: (-entity.current, -entity.peak, entity.name))
         return found[:limit]
 
     def attack_matrix(self, hours: float = 24, limit: int = 30) -> AttackMatrix:

@@ -214,18 +214,18 @@ ENTITIES = """{% extends "base.html" %}
 """
 
 ENTITIES_LIVE = """<p class="muted">Risk as the correlator computed it at each contribution (event time); it decays between them.
-Guides: P1 / P2 / P3 risk thresholds.</p>
-<table class="entities"><thead><tr><th>Entity</th><th class="num">Risk</th><th class="num">Peak</th><th>Risk over time</th>
+"Now" is the last risk decayed to the latest event time read. Guides: P1 / P2 / P3 risk thresholds.</p>
+<table class="entities"><thead><tr><th>Entity</th><th class="num">Now</th><th class="num">At last hit</th><th class="num">Peak</th><th>Risk over time</th>
 <th>Raised by</th><th>Tactics</th><th class="num">Alerts</th></tr></thead>
 <tbody>{% for e in entities %}<tr class="{% if focus and e.name == focus %}focus{% endif %}">
 <td><span class="muted">{{ e.entity_type }}</span> <a href="/?entity={{ e.name|urlencode }}">{{ e.name }}</a>
  <span class="badge p{{ e.best_priority }}">P{{ e.best_priority }}</span></td>
-<td class="num">{{ "%.1f"|format(e.risk) }}</td><td class="num">{{ "%.1f"|format(e.peak) }}</td>
+<td class="num">{{ "%.1f"|format(e.current) }}</td><td class="num">{{ "%.1f"|format(e.risk) }}</td><td class="num">{{ "%.1f"|format(e.peak) }}</td>
 <td>{{ charts[e.entity_type ~ ":" ~ e.name] }}<br><span class="muted">last {{ e.last_ms|when }}</span></td>
 <td><ul class="plain">{% for title, points in e.raised_by() %}<li>{{ title }} <span class="muted">+{{ points }}</span></li>{% endfor %}</ul></td>
 <td>{% for t in e.tactics|sort %}<span class="tag">{{ t }}</span> {% endfor %}</td>
 <td class="num">{{ e.alerts|length }}</td></tr>
-{% else %}<tr><td colspan="7" class="muted">No entity has risk yet.</td></tr>{% endfor %}</tbody></table>
+{% else %}<tr><td colspan="8" class="muted">No entity has risk yet.</td></tr>{% endfor %}</tbody></table>
 """
 
 ATTACK = """{% extends "base.html" %}
