@@ -278,3 +278,76 @@ def test_sigmaray_console_prints_its_url_and_a_generated_token_once(broker: str,
         process.terminate()
         out, rest = process.communicate(timeout=30)
     assert token.group(1) not in rest + out and password not in "".join(lines) + rest + out  # printed once, nowhere else
+
+
+def test_events_produced_to_the_cluster_become_an_alert_the_analyst_sees_live_and_judges(
+        broker: str, browser: Any, screenshots: Path, tmp_path: Path) -> None:
+    """The whole path with nothing hand-made: real events on the input topic, the workers' loop
+    (Sigma), the correlator's loop (fusion), the alerts topic, the console, the browser, and the
+    verdict back on the verdicts topic, where the correlator applies it."""
+    import threading
+
+    from selenium.webdriver.common.by import By
+
+    from cluster.kafka.correlator_loop import CorrelatorLoop
+    from cluster.kafka.partition_loop import PartitionLoop
+    from cluster.sources.files import read_events
+
+    recordings = ROOT.parent / "shared" / "datasets" / "otrf" / "jsonl"
+    shared_otrf = recordings / "credential_access" / "cmd_psexec_lsa_secrets_dump.jsonl"
+    if not shared_otrf.exists():
+        pytest.skip("needs the OTRF recordings in ../shared")
+    (cleared,) = [dict(r.event) for r in read_events(shared_otrf) if r.event and r.event.get("EventID") == 1102]
+    cleared["TimeCreated_SystemTime"] = _now_iso()
+    run = uuid.uuid4().hex[:8]
+    names = {name: f"e2e-{name}-{run}" for name in ("events", "det", "dlq", "alerts", "verdicts", "rep", "adlq")}
+    kafka_client.create_topics(broker, {topic: 1 for topic in names.values()})
+    config = config_from_dict({
+        "kafka": {"bootstrap_servers": broker, "input_topics": [names["events"]], "detections_topic": names["det"],
+                  "dead_letter_topic": names["dlq"], "group_id": f"e2e-{run}"},
+        "processing": {"batch_timeout_ms": 100},
+        "rules": {"paths": [str(ROOT / "rules")]},
+        "models": {"enabled": False, "checkpoint_url": str(tmp_path / "checkpoints")},
+        "correlator": {"alerts_topic": names["alerts"], "verdicts_topic": names["verdicts"],
+                       "repartition_topic": names["rep"], "alerts_dead_letter_topic": names["adlq"]},
+    })
+    stop = threading.Event()
+    worker, correlator = PartitionLoop(config, "w1"), CorrelatorLoop(config, "c1")
+    threads = [threading.Thread(target=loop.run, args=(stop,), daemon=True) for loop in (worker, correlator)]
+    for thread in threads:
+        thread.start()
+    server = ConsoleServer.from_config(config, TOKEN, host="127.0.0.1", port=0)
+    server.start()
+    try:
+        assert worker.assign([(names["events"], 0)], wait=60)
+        assert correlator.assign([(names["det"], 0), (names["rep"], 0)], wait=60)
+        browser.get(server.url)
+        browser.find_element(By.NAME, "token").send_keys(TOKEN)
+        browser.find_element(By.NAME, "analyst").send_keys("ana")
+        browser.find_element(By.CSS_SELECTOR, "form.login-form button").click()
+        _wait(browser, lambda: browser.find_element(By.ID, "live-status").text == "connected")
+        browser.execute_script("window.__sameDocument = 'yes';")
+        assert browser.find_elements(By.CSS_SELECTOR, "#queue-body tr[id^=a-]") == []
+
+        kafka_client.produce_all(kafka_client.producer(broker), names["events"],
+                                 [(cleared["Computer"].encode(), orjson.dumps(cleared))])
+        row = _wait(browser, lambda: browser.find_elements(By.CSS_SELECTOR, "#queue-body tr[id^=a-]"), timeout=60)[0]
+        assert browser.execute_script("return window.__sameDocument") == "yes"  # arrived live
+        assert "Security Audit Log Cleared" in row.text
+        _shot(browser, screenshots / "e2e-queue.png")
+        alert_id = row.get_attribute("id").removeprefix("a-")
+
+        row.find_element(By.CSS_SELECTOR, "a").click()
+        _wait(browser, lambda: "Contributing rules" in browser.page_source)
+        assert "1102" in browser.find_element(By.CSS_SELECTOR, "details.event").text  # the evidence event itself
+        browser.find_element(By.NAME, "reason").send_keys("planned log rotation")
+        browser.find_element(By.CSS_SELECTOR, "button[value=fp]").click()
+        _wait(browser, lambda: browser.find_elements(By.ID, "notice"))
+        verdict = _consume_verdict(broker, names["verdicts"], alert_id)
+        assert verdict.verdict == "fp" and verdict.reason == "planned log rotation" and verdict.analyst == "ana"
+        assert kafka_client.wait_until(lambda: correlator.metrics.verdicts.get("applied") == 1, 30)
+    finally:
+        server.stop()
+        stop.set()
+        for thread in threads:
+            thread.join(30)
