@@ -16,16 +16,21 @@ pipelines, placeholders, logsource mapping and regex timeout.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from cluster.config import ClusterConfig, ModelsConfig, RulesConfig
 from cluster.processing.detector import DetectionSettings, Detector
+from detectors.cache import CacheOutcome, cached_load, ruleset_key
+from detectors.cache import default_url as default_cache_url
 from detectors.engine import SigmaEngine
-from detectors.loader import Ruleset, RuleSource, load_ruleset
+from detectors.literals import set_database_cache
 from detectors.routing import LogsourceMapping
 from detectors.rulefiles import read_rule_sources, resolve_pipeline
+from detectors.ruleset import Ruleset, RuleSource
 
 
 def logsource_mapping(rules: RulesConfig) -> LogsourceMapping:
@@ -33,25 +38,72 @@ def logsource_mapping(rules: RulesConfig) -> LogsourceMapping:
     return LogsourceMapping.from_yaml(rules.mapping) if rules.mapping else LogsourceMapping.default()
 
 
+def rule_cache_url(models: ModelsConfig | None = None) -> str:
+    """Where compiled rulesets are cached: beside the checkpoints when `models.checkpoint_url`
+    names a URL (every worker of a cluster then shares it), else ~/.cache/sigmaray/rulesets.
+    $SIGMARAY_RULE_CACHE overrides both ("off" disables the cache)."""
+    override = os.environ.get("SIGMARAY_RULE_CACHE")
+    if override:
+        return override
+    if models is not None and models.checkpoint_url:
+        return models.checkpoint_url.rstrip("/") + "/rulesets"
+    return default_cache_url()
+
+
+def _configure_database_cache() -> None:
+    # Hyperscan databases are cached on local disk only (see detectors.literals), whatever the
+    # ruleset cache URL is; none at all when the cache is switched off.
+    if os.environ.get("SIGMARAY_RULE_CACHE") == "off":
+        set_database_cache(None)
+    else:
+        set_database_cache(Path.home() / ".cache" / "sigmaray" / "hyperscan")
+
+
 def load_rules(rules: RulesConfig, paths: Sequence[str] = (), extra: Sequence[RuleSource] = (),
-               files: Sequence[RuleSource] | None = None) -> Ruleset:
+               files: Sequence[RuleSource] | None = None, cache_url: str | None = None,
+               outcome: CacheOutcome | None = None) -> Ruleset:
     """The rule files (`paths`, default `rules.paths`; or `files` already read) plus `extra`
     sources (the rules topic), parsed and compiled with the config's pipelines and placeholders.
-    Bad rules are collected in `ruleset.rejections`, never raised."""
+    Bad rules are collected in `ruleset.rejections`, never raised.
+
+    The result comes from the compiled-ruleset cache (`cache_url`, default `rule_cache_url()`;
+    "off": none) when it holds this exact input (`detectors.cache`); `outcome` says whether it
+    did."""
     if files is None:
         sources, unreadable = read_rule_sources(list(paths) or list(rules.paths))
     else:
         sources, unreadable = list(files), []
-    ruleset = load_ruleset([*sources, *extra], [resolve_pipeline(p) for p in rules.pipelines], rules.placeholders)
-    ruleset.rejections[:0] = unreadable
-    ruleset.loaded += len(unreadable)
+    all_sources = [*sources, *extra]
+
+    def compile_ruleset() -> Ruleset:
+        from detectors.loader import load_ruleset  # pySigma is imported only on a cache miss
+        from detectors.parallel import load_ruleset_parallel, parallel_workers
+
+        workers = parallel_workers(all_sources)
+        if workers > 1:
+            try:
+                return load_ruleset_parallel(all_sources, rules.pipelines, rules.placeholders, workers)
+            except Exception:  # noqa: BLE001 - a failed fork or child: the serial load decides
+                pass
+        return load_ruleset(all_sources, [resolve_pipeline(p) for p in rules.pipelines], rules.placeholders)
+
+    url = cache_url if cache_url is not None else rule_cache_url()
+    mapping_text = Path(rules.mapping).read_text(encoding="utf-8") if rules.mapping else ""
+    key = ruleset_key(all_sources, rules.pipelines, rules.placeholders, mapping_text)
+    ruleset = cached_load(key, url, compile_ruleset, outcome)
+    if unreadable:
+        ruleset.rejections[:0] = unreadable
+        ruleset.loaded += len(unreadable)
     return ruleset
 
 
 def build_engine(ruleset: Ruleset, rules: RulesConfig, mode: str = "indexed",
-                 mapping: LogsourceMapping | None = None) -> SigmaEngine:
+                 mapping: LogsourceMapping | None = None, reuse: SigmaEngine | None = None) -> SigmaEngine:
+    """The Sigma engine over the ruleset, with the config's mapping and regex timeout. `reuse`:
+    the engine it replaces (live rules), whose work for unchanged rules is taken over."""
+    _configure_database_cache()
     return SigmaEngine(ruleset.rules, mapping or logsource_mapping(rules), mode=mode,  # type: ignore[arg-type]
-                       regex_timeout=rules.regex_timeout_s or None)
+                       regex_timeout=rules.regex_timeout_s or None, reuse=reuse)
 
 
 def detection_settings(config: ClusterConfig, shadow_topic: str = "") -> DetectionSettings:
@@ -61,7 +113,8 @@ def detection_settings(config: ClusterConfig, shadow_topic: str = "") -> Detecti
 def build_detector(config: ClusterConfig, ruleset: Ruleset | None = None, shadow_topic: str = "",
                    paths: Sequence[str] = ()) -> tuple[Detector, Ruleset]:
     """A Detector over the config's rules (or `ruleset`), with the config's output topics."""
-    ruleset = ruleset if ruleset is not None else load_rules(config.rules, paths)
+    ruleset = ruleset if ruleset is not None else load_rules(config.rules, paths,
+                                                              cache_url=rule_cache_url(config.models))
     engine = build_engine(ruleset, config.rules)
     return Detector(engine, ruleset.version, detection_settings(config, shadow_topic), quiet_rules=quiet_rules(ruleset)), ruleset
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Set
 from dataclasses import dataclass, field
-from typing import Any
-
-from sigma.correlations import SigmaCorrelationCondition, SigmaCorrelationRule
+from typing import TYPE_CHECKING, Any
 
 from detectors.errors import RuleCompileError, SourceLocation
+
+if TYPE_CHECKING:  # pySigma is imported where rules are parsed, not where specs are read
+    from sigma.correlations import SigmaCorrelationRule
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,8 @@ class CorrelationSpec:
 
 def correlation_spec(rule: SigmaCorrelationRule, known_rule_ids: Set[str]) -> CorrelationSpec:
     """Plain form of a correlation rule whose references pySigma has resolved."""
+    from sigma.correlations import SigmaCorrelationCondition, SigmaCorrelationRule
+
     path = str(rule.source.path) if rule.source is not None and rule.source.path else None
     where = SourceLocation(path, str(rule.id) if rule.id else None, str(rule.title))
     referenced: list[str] = []

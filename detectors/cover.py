@@ -83,7 +83,10 @@ def required_covers(node: Node, limit: int = 3) -> list[Cover]:
         found: list[Cover] = []
         for child in node.children:
             found.extend(required_covers(child, limit))
-        unique = sorted(set(found), key=cover_cost)
+        # Ties are broken by the triggers themselves, not by set order (which follows string
+        # hashing and so changes between processes): the same rules give the same index, and
+        # the same Hyperscan databases, in every process (see literals._database_bytes).
+        unique = sorted(set(found), key=lambda c: (cover_cost(c), sorted(map(_trigger_order, c))))
         return unique[:limit]
     single = cover(node)
     return [] if single is None else [single]
@@ -118,6 +121,11 @@ def _sub(field: str | None, text: str, cased: bool) -> Trigger | None:
             return None
         text = text.lower()
     return Trigger(field, "sub", text)
+
+
+def _trigger_order(trigger: Trigger) -> tuple[bool, str, str, str]:
+    """A total order on triggers (a keyword trigger has no field, and None does not compare)."""
+    return (trigger.field is None, trigger.field or "", trigger.kind, trigger.text)
 
 
 def trigger_cost(trigger: Trigger) -> float:

@@ -12,7 +12,9 @@ and reported as degraded (`regex_timeouts`, `degraded_rules`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import gc
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -63,11 +65,23 @@ class SigmaEngine:
         mode: Mode = "indexed",
         literal_backend: str | None = None,
         regex_timeout: float | None = DEFAULT_TIMEOUT,
+        reuse: SigmaEngine | None = None,
     ) -> None:
         """`regex_timeout`: seconds one match of a regex that RE2 cannot run may take (None: no
-        bound); past it the rule counts as not matching that event and is marked degraded."""
+        bound); past it the rule counts as not matching that event and is marked degraded.
+
+        `reuse`: an engine over mostly the same `CompiledRule` objects (a live rule push): the
+        closures and covers of those rules, and the index of every logsource class whose rules
+        are unchanged, are taken from it instead of built again. The result matches exactly as
+        an engine built from scratch; the two share memo tables and Hyperscan scratch space, so
+        use one of them at a time (the live swap does)."""
         if mode not in ("indexed", "plain"):
             raise ValueError(f"unknown engine mode {mode!r} (indexed or plain)")
+        with _gc_paused():
+            self._build(rules, mapping, mode, literal_backend, regex_timeout, reuse)
+
+    def _build(self, rules: Sequence[CompiledRule], mapping: LogsourceMapping | None, mode: Mode,
+               literal_backend: str | None, regex_timeout: float | None, reuse: SigmaEngine | None) -> None:
         self.rules: tuple[CompiledRule, ...] = tuple(rules)
         self.mapping = mapping if mapping is not None else LogsourceMapping.default()
         self.mode: Mode = mode
@@ -79,13 +93,36 @@ class SigmaEngine:
         self._rule_logsources = [
             LogSource(r.meta.product, r.meta.category, r.meta.service) for r in self.rules
         ]
+        # What can be taken over from `reuse`: the work done for the very same rule objects.
+        same = (reuse is not None and reuse.mode == mode and reuse.regex_timeout == regex_timeout
+                and reuse.literal_backend == literal_backend)
+        previous: dict[int, int] = {id(r): i for i, r in enumerate(reuse.rules)} if same and reuse else {}
+        self.reused = 0  # rules whose closure and covers came from `reuse`
         # Compile every condition to a closure up front, so no event pays for it.
-        self._matchers: list[Matcher] = [build_matcher(r.condition, regex_timeout) for r in self.rules]
+        self._matchers: list[Matcher] = []
+        self._covers: list[list[Cover]] = []
+        for rule in self.rules:
+            before = previous.get(id(rule))
+            if before is not None and reuse is not None:
+                self._matchers.append(reuse._matchers[before])
+                self._covers.append(reuse._covers[before])
+                self.reused += 1
+            else:
+                self._matchers.append(build_matcher(rule.condition, regex_timeout))
+                self._covers.append(required_covers(rule.condition) if mode == "indexed" else [])
         # The field index over all rules is built here too: compile once, not on first event.
         self._index: RuleIndex | None = None
         if mode == "indexed":
-            covers: list[list[Cover]] = [required_covers(r.condition) for r in self.rules]
-            self._index = RuleIndex(covers, self._rule_logsources, literal_backend)
+            previous_index = reuse._index if reuse is not None and previous else None
+            old_rules = reuse.rules if reuse is not None else ()
+
+            def kept(positions: Sequence[int]) -> bool:
+                # A logsource class is taken over whole when it holds the same rule
+                # objects at the same positions (its tokens name positions).
+                return all(p < len(old_rules) and old_rules[p] is self.rules[p] for p in positions)
+
+            self._index = RuleIndex(self._covers, self._rule_logsources, literal_backend,
+                                    previous=previous_index, unchanged=kept)
         self._routes: dict[tuple[Any, ...], _Routed] = {}
         self._key_fields = tuple(self.mapping.key_fields)
         self._by_logsource: dict[LogSource, list[int]] = {}
@@ -178,6 +215,27 @@ class SigmaEngine:
     def _rule_failed(self, position: int, error: Exception) -> None:
         self.stats.rule_errors += 1
         self.stats.last_rule_error = f"{self.rules[position].meta.id}: {type(error).__name__}: {error}"
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Building an engine allocates ~10^6 long-lived objects; each allocation burst makes the
+    cyclic collector walk the young objects again, and the first collection after the build
+    walks all of them (together half the build time on SigmaHQ's rules). None of them are
+    garbage, so the collector is paused while they are made, and what is alive afterwards is
+    moved to the permanent generation (`gc.freeze`), where no later collection walks it: an
+    engine lives as long as its process or until a live swap, and is then freed by reference
+    counting (it holds no cycles). Garbage waiting for the collector is collected first (cheap
+    before the build, and a cold pySigma load leaves a lot of it), so none of it is frozen."""
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 def _with_aliases(event: Mapping[str, Any], aliases: tuple[tuple[str, str], ...]) -> Mapping[str, Any]:

@@ -92,8 +92,9 @@ def build_matcher(node: Node, regex_timeout: float | None = DEFAULT_TIMEOUT) -> 
         get = field_getter(node.field)
 
         def is_null(event: Mapping[str, Any]) -> bool:
-            value = get(event)
-            return value is None or value == "" or value == []
+            # The getter answers None for an absent field and for JSON null alike; "" and []
+            # are values (see ir.FieldNull).
+            return get(event) is None
 
         return is_null
     if isinstance(node, FieldExists):

@@ -13,7 +13,7 @@ evaluator decides.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 from detectors.cover import Cover, Trigger
@@ -95,17 +95,27 @@ class RuleIndex:
     """
 
     def __init__(
-        self, covers: Sequence[Sequence[Cover]], classes: Sequence[Hashable] | None = None, backend: str | None = None
+        self, covers: Sequence[Sequence[Cover]], classes: Sequence[Hashable] | None = None, backend: str | None = None,
+        previous: RuleIndex | None = None, unchanged: Callable[[Sequence[int]], bool] | None = None,
     ) -> None:
+        """`previous` and `unchanged`: a class whose member positions are those it had in
+        `previous` and for which `unchanged(positions)` holds is taken over as it is."""
         self.needed: list[int] = [len(required) for required in covers]
         self.backend = backend
         labels = list(classes) if classes is not None else [None] * len(covers)
         members: dict[Hashable, list[int]] = defaultdict(list)
         for position, label in enumerate(labels):
             members[label].append(position)
-        self.classes: dict[Hashable, _ClassIndex] = {
-            label: _ClassIndex(covers, positions, backend) for label, positions in members.items()
-        }
+        self.classes: dict[Hashable, _ClassIndex] = {}
+        self.rebuilt = 0  # classes built here rather than taken over
+        for label, positions in members.items():
+            old = previous.classes.get(label) if previous is not None else None
+            if (old is not None and unchanged is not None and old.positions == tuple(positions)
+                    and unchanged(positions)):
+                self.classes[label] = old
+            else:
+                self.classes[label] = _ClassIndex(covers, positions, backend)
+                self.rebuilt += 1
 
     def group(self, labels: Sequence[Hashable]) -> GroupIndex:
         """The candidate selector for the rules of the given classes (one logsource group)."""
@@ -116,6 +126,7 @@ class _ClassIndex:
     """Field and keyword triggers of the rules of one logsource."""
 
     def __init__(self, covers: Sequence[Sequence[Cover]], positions: Sequence[int], backend: str | None) -> None:
+        self.positions = tuple(positions)
         by_field: dict[str, list[tuple[Trigger, int]]] = defaultdict(list)
         keyword: list[tuple[Trigger, int]] = []
         always: list[int] = []

@@ -235,7 +235,12 @@ class FieldTest:
 
 @dataclass(frozen=True, slots=True)
 class FieldNull:
-    """`field: null`: the field is absent, null, or the empty string."""
+    """`field: null`: the field is absent or holds JSON null, nothing else.
+
+    The specification gives null a type of its own ("shares no type with any other value"), so
+    neither `""` nor `[]` is null: SigmaHQ rules filter `''` in a selection of its own when they
+    mean it (e.g. "Uncommon New Firewall Rule Added" has both `ApplicationPath: null` and `''`).
+    """
 
     field: str
 

@@ -64,6 +64,7 @@ class RuleRegex:
     _re2: Any = field(repr=False, compare=False)  # the low-level RE2 object, or None
     _regex_source: str = field(repr=False, compare=False)  # the pattern for the `regex` module
     _re2_all_text: bool = field(repr=False, compare=False, default=True)  # else: non-empty ASCII text only
+    _re2_source: str | None = field(repr=False, compare=False, default=None)  # what RE2 compiled
 
     def matches(self, text: str, timeout: float | None = DEFAULT_TIMEOUT) -> bool:
         compiled = self._re2
@@ -75,6 +76,28 @@ class RuleRegex:
             anchor = _ANCHOR_BOTH if self.anchored else _ANCHOR_START
             return compiled.Match(anchor, data, 0, len(data))[0][0] != -1
         return self._backtracking(text, timeout)
+
+    def parts(self) -> tuple[str, int, bool, str, str, str | None, str, bool]:
+        """Everything `from_parts` needs to rebuild this regex without translating it again
+        (the translation is most of the cost of compiling a rule pattern)."""
+        source = self._re2_source if self._re2 is not None else None
+        return (self.pattern, self.flags, self.anchored, self.engine, self.reason, source, self._regex_source,
+                self._re2_all_text)
+
+    @staticmethod
+    def from_parts(pattern: str, flags: int, anchored: bool, engine: str, reason: str, re2_source: str | None,
+                   regex_source: str, all_text: bool) -> RuleRegex:
+        """The regex `parts()` describes; ValueError when RE2 refuses `re2_source` or `engine`
+        is unknown (parts from a damaged cache)."""
+        if engine not in ENGINE_NOTES:
+            raise ValueError(f"unknown regex engine {engine!r}")
+        compiled = None
+        if re2_source is not None:
+            compiled = _re2.RE2(re2_source.encode("utf-8"), _re2_options())
+            if not compiled.ok():
+                raise ValueError("RE2 refuses the cached pattern")
+        return RuleRegex(pattern, flags, anchored, engine, reason, compiled, regex_source,  # type: ignore[arg-type]
+                         all_text, re2_source)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The RE2 object cannot be pickled: a copy is compiled again from the rule's own text.
@@ -115,7 +138,8 @@ def _compile(pattern: str, flags: int, anchored: bool) -> RuleRegex:
     else:
         engine = "re2"
     all_text = not (translation.re2_ascii_only or translation.re2_nonempty_only)
-    return RuleRegex(pattern, flags, anchored, engine, reason, compiled, translation.regex, all_text)
+    return RuleRegex(pattern, flags, anchored, engine, reason, compiled, translation.regex, all_text,
+                     source if compiled is not None else None)
 
 
 @functools.lru_cache(maxsize=4096)

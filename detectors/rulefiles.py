@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-
-from sigma.processing.pipeline import ProcessingPipeline
+from typing import TYPE_CHECKING
 
 from detectors.errors import ConfigError
-from detectors.loader import Rejection, Ruleset, RuleSource, load_ruleset
+from detectors.ruleset import Rejection, Ruleset, RuleSource
+
+if TYPE_CHECKING:  # pySigma is imported when rules are parsed: a warm cache load never does
+    from sigma.processing.pipeline import ProcessingPipeline
 
 RULE_SUFFIXES = (".yml", ".yaml")
 
@@ -43,15 +45,22 @@ def read_rule_sources(paths: Iterable[str | Path]) -> tuple[list[RuleSource], li
 
 def resolve_pipeline(name: str) -> ProcessingPipeline:
     """A pySigma pipeline by name (`sysmon`, `windows`, or any installed plugin) or YAML path."""
+    from sigma.processing.pipeline import ProcessingPipeline
+
     candidate = Path(name)
     if candidate.suffix in RULE_SUFFIXES:
         if not candidate.is_file():
             raise ConfigError(f"pipeline file does not exist: {candidate}")
         return ProcessingPipeline.from_yaml(candidate.read_text(encoding="utf-8"))
     if name == "sysmon":
-        from sigma.pipelines.sysmon import sysmon_pipeline
+        # pySigma's `@Pipeline` decorator is one shared instance that calls the function it
+        # decorated last: once plugin discovery (below) has imported another decorated pipeline,
+        # `sysmon_pipeline()` builds that one. Importing the module again makes it sysmon's.
+        import importlib
 
-        return sysmon_pipeline()
+        import sigma.pipelines.sysmon.sysmon as sysmon_module
+
+        return importlib.reload(sysmon_module).sysmon_pipeline()
     if name == "windows":
         from sigma.pipelines.windows import windows_logsource_pipeline
 
@@ -73,6 +82,8 @@ def load_rules_from_paths(
     placeholders: Mapping[str, Sequence[str]] | None = None,
 ) -> Ruleset:
     """Read, parse and compile rules from files and folders; unreadable files become rejections."""
+    from detectors.loader import load_ruleset
+
     sources, unreadable = read_rule_sources(paths)
     ruleset = load_ruleset(sources, [resolve_pipeline(p) for p in pipelines], placeholders)
     ruleset.rejections[:0] = unreadable

@@ -162,11 +162,11 @@ def test_cidr_ipv4_and_ipv6() -> None:
     assert not matches(rule, {"DestinationIp": "not an ip"})
 
 
-def test_null_means_absent_or_empty_and_differs_from_exists() -> None:
+def test_null_means_absent_or_json_null_and_differs_from_exists() -> None:
     null_rule = "sel:\n    F: null\ncondition: sel"
     assert matches(null_rule, {})
     assert matches(null_rule, {"F": None})
-    assert matches(null_rule, {"F": ""})
+    assert not matches(null_rule, {"F": ""})  # "null shares no type with any other value" (Sigma v2.1)
     assert not matches(null_rule, {"F": "x"})
     exists_rule = "sel:\n    F|exists: true\ncondition: sel"
     assert matches(exists_rule, {"F": None})  # present, whatever the value

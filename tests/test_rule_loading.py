@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cluster.cli import main
 from detectors.evaluate import build_matcher
-from detectors.loader import Ruleset
+from detectors.loader import Ruleset, RuleSource, load_ruleset
 from detectors.rulefiles import load_rules_from_paths
 from tests.conftest import RULE_DIRS, SIGMA
 from tests.ruletools import rule_yaml
@@ -149,3 +151,55 @@ def test_custom_pipeline_yaml_renames_fields_before_compiling(tmp_path: Path) ->
     matcher = build_matcher(ruleset.rules[0].condition)
     assert matcher({"process": {"executable": "C:\\x\\EVIL.exe"}})
     assert not matcher({"Image": "C:\\x\\evil.exe"})
+
+
+# --- cold loads in parallel (detectors/parallel.py) ---------------------------------------------
+
+
+def _parallel_sources() -> list[RuleSource]:
+    texts = [rule_yaml(f"sel:\n    Image|endswith: '\\\\tool{n}.exe'\n    CommandLine|re: 'a+b{n}'\ncondition: sel",
+                       rule_id=f"00000000-0000-4000-8000-{n:012d}") for n in range(9)]
+    texts.append(rule_yaml("sel:\n    Image: x\ncondition: sel", rule_id="00000000-0000-4000-8000-000000000001"))
+    texts.append("title: [unclosed")
+    texts.append(rule_yaml("sel:\n    Image|expand: '%missing%'\ncondition: sel"))
+    return [RuleSource(f"r{n:02d}.yml", text) for n, text in enumerate(texts)]
+
+
+def test_a_parallel_load_gives_what_a_serial_load_gives_duplicates_and_rejections_included() -> None:
+    from detectors.parallel import load_ruleset_parallel
+
+    sources = _parallel_sources()
+    serial = load_ruleset(sources)
+    parallel = load_ruleset_parallel(sources, (), None, workers=3)
+    assert parallel.rules == serial.rules and len(serial.rules) == 9
+    assert sorted(map(str, parallel.rejections)) == sorted(map(str, serial.rejections))
+    assert any("duplicate rule id (first in r01.yml)" in r.reason for r in parallel.rejections)
+    assert (parallel.version, parallel.loaded, parallel.warnings) == (serial.version, serial.loaded, serial.warnings)
+
+
+def test_a_load_with_filters_correlations_threads_or_few_rules_stays_serial(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from detectors import parallel
+
+    sources = _parallel_sources() * 100
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    assert parallel.parallel_workers(sources) == 2
+    assert parallel.parallel_workers(sources[:10]) == 1
+    with_filter = [*sources, RuleSource("f.yml", "title: f\nfilter:\n    rules: [x]\n")]
+    assert parallel.parallel_workers(with_filter) == 1
+    monkeypatch.setattr(threading, "active_count", lambda: 3)
+    assert parallel.parallel_workers(sources) == 1
+
+
+def test_sysmon_pipeline_stays_sysmon_after_plugin_discovery() -> None:
+    # pySigma's @Pipeline decorator is a shared instance calling the function decorated last:
+    # discovering plugins (an unknown pipeline name) used to turn "sysmon" into another pipeline.
+    from detectors.errors import ConfigError
+    from detectors.rulefiles import resolve_pipeline
+
+    before = len(resolve_pipeline("sysmon").items)
+    with pytest.raises(ConfigError):
+        resolve_pipeline("no-such-pipeline")
+    assert len(resolve_pipeline("sysmon").items) == before > 10

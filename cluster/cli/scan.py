@@ -10,10 +10,11 @@ from typing import Any, TextIO
 
 import orjson
 
-from cluster.build import build_engine
-from cluster.cli.common import add_rule_options, load_rules_from_args, rules_config_from_args, run_guarded
+from cluster.build import build_engine, load_rules
+from cluster.cli.common import add_rule_options, rules_config_from_args, run_guarded
 from cluster.cli.progress import Progress
 from cluster.sources.files import read_events
+from detectors.cache import CacheOutcome
 
 
 def register(commands: Any) -> None:
@@ -34,7 +35,9 @@ def register(commands: Any) -> None:
 
 def _scan(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    ruleset = load_rules_from_args(args)
+    cache = CacheOutcome()
+    ruleset = load_rules(rules_config_from_args(args), outcome=cache)
+    loaded = time.perf_counter() - started
     for rejection in ruleset.rejections[:20]:
         print(f"sigmaray: rule rejected: {rejection.path}: {rejection.reason}", file=sys.stderr)
     if len(ruleset.rejections) > 20:
@@ -42,7 +45,7 @@ def _scan(args: argparse.Namespace) -> int:
     engine = build_engine(ruleset, rules_config_from_args(args), mode=args.mode)
     out: TextIO = sys.stdout
     progress = Progress(sys.stderr, enabled=not args.no_progress)
-    events = matches = 0
+    events = matches = recovered = 0
     skipped: Counter[str] = Counter()
     first_skips: list[str] = []
     per_rule: Counter[str] = Counter()
@@ -56,6 +59,10 @@ def _scan(args: argparse.Namespace) -> int:
                     first_skips.append(f"{record.file}:{record.line}: {record.error}")
                 continue
             events += 1
+            source: dict[str, Any] = {"file": record.file, "line": record.line}
+            if record.recovered:  # parsed from an EVTX chunk that failed its checksums
+                recovered += 1
+                source["recovered"] = record.recovered
             for meta in engine.match(record.event):
                 matches += 1
                 per_rule[meta.title] += 1
@@ -63,7 +70,7 @@ def _scan(args: argparse.Namespace) -> int:
                     orjson.dumps(
                         {
                             "rule": meta.to_dict(),
-                            "source": {"file": record.file, "line": record.line},
+                            "source": source,
                             "event": record.event,
                         },
                         option=orjson.OPT_NON_STR_KEYS,
@@ -79,8 +86,10 @@ def _scan(args: argparse.Namespace) -> int:
     err.write(
         f"scanned {events} events from {len(args.files)} file(s) with {len(ruleset.rules)} rules "
         f"in {elapsed:.1f}s: {matches} matches, {total_skipped} skipped records, "
-        f"{engine.stats.rule_errors} rule errors, {engine.stats.unrouted} events with no rule for their logsource\n"
+        + (f"{recovered} records recovered from damaged EVTX chunks, " if recovered else "")
+        + f"{engine.stats.rule_errors} rule errors, {engine.stats.unrouted} events with no rule for their logsource\n"
     )
+    err.write(f"  rules loaded in {loaded:.2f}s, {_cache_note(cache)}\n")
     for line in first_skips:
         err.write(f"  skipped {line}\n")
     if total_skipped > len(first_skips):
@@ -90,3 +99,11 @@ def _scan(args: argparse.Namespace) -> int:
     for title, count in per_rule.most_common(10):
         err.write(f"  {count:6d}  {title}\n")
     return 0
+
+
+def _cache_note(cache: CacheOutcome) -> str:
+    if not cache.url:
+        return "compiled-ruleset cache off"
+    if cache.hit:
+        return f"from the compiled-ruleset cache ({cache.url})"
+    return f"compiled and cached in {cache.url}" + (f" (the cached file was not used: {cache.reason})" if cache.reason else "")

@@ -47,7 +47,7 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
-from cluster.build import build_correlator, load_criticality_file, load_rules
+from cluster.build import build_correlator, load_criticality_file, load_rules, rule_cache_url
 from cluster.config import ClusterConfig
 from cluster.kafka import client as kafka
 from cluster.kafka.checkpoint import AtLeastOnce
@@ -119,7 +119,7 @@ class CorrelatorLoop:
         settings = config.correlator
         self.detections_topic = config.kafka.detections_topic
         self.repartition_topic = settings.repartition_topic
-        self.ruleset = load_rules(config.rules)
+        self.ruleset = load_rules(config.rules, cache_url=rule_cache_url(config.models))
         self.metrics = CorrelatorMetrics(worker, ruleset_version=self.ruleset.version)
         self.criticality, errors = load_criticality_file(config)
         self._criticality_seen = self._criticality_stamp()

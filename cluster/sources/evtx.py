@@ -6,6 +6,11 @@ stay ints), an empty element becomes null, anything else becomes an object with 
 attributes under `#attributes`, its text under `#text` and one key per child element (repeats
 get `_1`, `_2` suffixes). Inside EventData/UserData, `<Data Name="X">` becomes key `X`; unnamed
 `<Data>` elements become `{"Data": {"#text": value-or-list}}`.
+
+An empty data element (`<Data Name="X"/>`, rendered as null) is kept as `"X": null`, as the
+flattened JSON lines convention does: dropping it would make `X|exists` and `X: null` answer
+differently for the EVTX and the JSON form of one event. Empty System elements (`<Correlation/>`)
+carry no field of the event and stay out.
 """
 
 from __future__ import annotations
@@ -66,12 +71,17 @@ def _put_fields(out: dict[str, Any], fields: Any, origin: str) -> None:
     for name, value in fields.items():
         if name == _ATTRS:
             continue
-        _walk(out, origin if name == _TEXT else _key(name), value, origin)
+        _walk(out, origin if name == _TEXT else _key(name), value, origin, keep_null=True)
 
 
-def _walk(out: dict[str, Any], key: str, value: Any, origin: str) -> None:
-    """Store `value` under `key`; nested elements and attributes get `key_child` names."""
-    if value is None:  # an empty element carries no value
+def _walk(out: dict[str, Any], key: str, value: Any, origin: str, keep_null: bool = False) -> None:
+    """Store `value` under `key`; nested elements and attributes get `key_child` names.
+
+    `keep_null`: an empty element is a field with a null value (EventData/UserData) rather than
+    nothing at all (System and the other sections)."""
+    if value is None:
+        if keep_null:
+            _store(out, key, None, origin)
         return
     if not isinstance(value, dict):
         _store(out, key, value, origin)
@@ -83,9 +93,9 @@ def _walk(out: dict[str, Any], key: str, value: Any, origin: str) -> None:
                     if not attr.startswith("xmlns"):  # namespace declarations are not data
                         _walk(out, _join(key, attr), attr_value, origin)
         elif name == _TEXT:
-            _walk(out, key, child, origin)
+            _walk(out, key, child, origin, keep_null)
         else:
-            _walk(out, _join(key, name), child, origin)
+            _walk(out, _join(key, name), child, origin, keep_null)
 
 
 def _store(out: dict[str, Any], key: str, value: Any, origin: str) -> None:

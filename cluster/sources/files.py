@@ -11,6 +11,8 @@ import io
 import os
 import re
 import struct
+import subprocess
+import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ _FILE_HEADER = 4096
 _CHUNK = 65536
 _CHUNK_HEADER = 512
 _RECORD_MAGIC = 0x2A2A
+_TABLES_START = 128  # the chunk header's string and template offset tables: bytes 128-511
 _CHUNK_ERROR = re.compile(r"chunk number (\d+)")
 
 
@@ -39,12 +42,15 @@ class SourceRecord:
 
     `line` is the 1-based line for JSON lines and the 1-based record position for EVTX;
     0 marks an error about the whole file (an EVTX file whose header cannot be read).
+    `recovered` is set on an EVTX event parsed from a chunk that failed its checksums: the
+    event is what the bytes say, but a damaged byte may sit inside one of its values.
     """
 
     file: str
     line: int
     event: dict | None
     error: str | None
+    recovered: str | None = None
 
 
 def read_events(path: str | Path) -> Iterator[SourceRecord]:
@@ -105,8 +111,11 @@ def _decode_json_object(line: bytes) -> tuple[dict | None, str | None]:
 def read_evtx(path: str | Path) -> Iterator[SourceRecord]:
     """Yield one record per EVTX record, in file order, flattened by `flatten_evtx_record`.
 
-    Records that fail to parse, chunks that fail their checksum and the records a truncated
-    file lost are all yielded as error records (one per record when the count is known).
+    Chunks whose checksums hold are parsed validated. A chunk that fails its checksums is not
+    dropped: its records are parsed again without validation (in a child process, see
+    `_recover_chunk`), each record that parses is yielded with `recovered` saying why it is
+    suspect, and each record that does not is an error naming its record number and why. The
+    records a truncated file lost are errors too (one per record when the count is known).
     """
     name = str(path)
     with open(path, "rb") as f:  # raises the usual OSError for a missing or unreadable file
@@ -116,22 +125,32 @@ def read_evtx(path: str | Path) -> Iterator[SourceRecord]:
         f.seek(tail_start)
         tail = f.read()
     try:
-        # Unvalidated, one corrupt byte in a chunk (header or record data) can make the parser
-        # loop forever, holding the GIL; validated, the chunk is rejected with an error.
+        # Validated first: on an intact chunk the two parses agree, and the validated one never
+        # runs the parser over corrupt bytes in this process (see `_recover_chunk`).
         records = _records(PyEvtxParser(name, validate_checksums=True))
     except Exception as exc:
-        yield SourceRecord(name, 0, None, f"not a readable EVTX file: {_one_line(str(exc))}")
+        problem = f"not a readable EVTX file: {_one_line(str(exc))}"
+        # A damaged file header hides no record: its chunks may still be whole.
+        salvaged = list(_recover_chunks(header, name, size, problem))
+        if not any(event is not None for event, _, _ in salvaged):
+            yield SourceRecord(name, 0, None, problem)
+            return
+        salvaged.extend(_salvage_tail(header, tail, tail_start))
+        for position, (event, error, recovered) in enumerate(salvaged, 1):
+            yield SourceRecord(name, position, event, error, recovered)
         return
     items = chain(
-        _drain(records, name),
+        _drain(records, name, header),
         _salvage_tail(header, tail, tail_start),
         _missing_chunks(header, tail, tail_start),
     )
-    for position, (event, error) in enumerate(items, 1):
-        yield SourceRecord(name, position, event, error)
+    for position, (event, error, recovered) in enumerate(items, 1):
+        yield SourceRecord(name, position, event, error, recovered)
 
 
-_Item = tuple[dict | None, str | None]
+# (event, error, recovered): one of event and error is None; `recovered` is set on an event
+# parsed from a chunk that failed its checksums.
+_Item = tuple[dict | None, str | None, str | None]
 
 
 def _records(parser: PyEvtxParser) -> Iterator[dict]:
@@ -140,8 +159,8 @@ def _records(parser: PyEvtxParser) -> Iterator[dict]:
     return cast("Iterator[dict]", parser.records_json())
 
 
-def _drain(records: Iterator[dict], path: str) -> Iterator[_Item]:
-    """Flatten each record; a parse error becomes error items and iteration resumes."""
+def _drain(records: Iterator[dict], path: str, header: bytes) -> Iterator[_Item]:
+    """Flatten each record; a chunk the validated parser rejects is recovered record by record."""
     while True:
         try:
             record = next(records)
@@ -150,16 +169,25 @@ def _drain(records: Iterator[dict], path: str) -> Iterator[_Item]:
         except BaseException as exc:
             if not _is_library_error(exc):
                 raise
-            yield from _chunk_loss(path, _one_line(str(exc)))
+            message = _one_line(str(exc))
+            match = _CHUNK_ERROR.search(message)
+            if match is None:
+                yield None, message, None
+                continue
+            number = int(match.group(1))
+            with open(path, "rb") as f:
+                f.seek(_FILE_HEADER + number * _CHUNK)
+                chunk = f.read(_CHUNK)
+            yield from _recover_chunk(header, chunk, number, _chunk_problem(message))
             continue
         yield _flatten(record)
 
 
-def _flatten(record: dict) -> _Item:
+def _flatten(record: dict, recovered: str | None = None) -> _Item:
     try:
-        return flatten_evtx_record(record), None
+        return flatten_evtx_record(record), None, recovered
     except ValueError as exc:
-        return None, f"EVTX record number {record.get('event_record_id')}: {exc}"
+        return None, f"EVTX record number {record.get('event_record_id')}: {exc}", None
 
 
 def _is_library_error(exc: BaseException) -> bool:
@@ -167,18 +195,153 @@ def _is_library_error(exc: BaseException) -> bool:
     return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
 
 
-def _chunk_loss(path: str, message: str) -> Iterator[_Item]:
-    """One error per record of a rejected chunk when its header says which; else one error."""
-    match = _CHUNK_ERROR.search(message)
-    if match:
-        with open(path, "rb") as f:
-            f.seek(_FILE_HEADER + int(match.group(1)) * _CHUNK)
-            ids = _chunk_record_ids(f.read(_CHUNK_HEADER))
-        if ids:
-            for record_id in ids:
-                yield None, f"EVTX record number {record_id} lost: {message}"
-            return
-    yield None, message
+def _chunk_problem(message: str) -> str:
+    """The parser's reason without its "Failed to parse chunk number N:" prefix."""
+    return message.split(": ", 1)[1] if message.startswith("Failed to parse chunk") and ": " in message else message
+
+
+# --- recovering the records of a chunk that failed its checksums ------------------------------
+
+RECOVERY_TIMEOUT_S: float = 10.0
+
+# Run in a child process: stdin is a one-chunk EVTX file, stdout one JSON line per record or
+# error. Only the evtx package is imported, so the child starts in a fraction of a second.
+_CHILD = """
+import io, sys, orjson
+from evtx import PyEvtxParser
+out = sys.stdout.buffer
+records = PyEvtxParser(io.BytesIO(sys.stdin.buffer.read()), number_of_threads=1).records_json()
+while True:
+    try:
+        record = next(records)
+    except StopIteration:
+        break
+    except BaseException as exc:
+        out.write(orjson.dumps({"error": " ".join(str(exc).split())}) + b"\\n")
+        continue
+    out.write(orjson.dumps({"record": record}) + b"\\n")
+    out.flush()
+"""
+
+
+def _recover_chunk(header: bytes, chunk: bytes, number: int, problem: str,
+                   wanted: set[int] | None = None) -> Iterator[_Item]:
+    """Parse a chunk that failed its checksums without validation and yield what parses.
+
+    The evtx package can loop forever, holding the GIL, on one corrupt byte of an unvalidated
+    chunk; so the parse runs in a child process under a timeout, never in this one. It runs
+    first with the chunk's string and template offset tables zeroed: they are only a cache of
+    offsets into the chunk (every record names its strings and templates inline), and a bad
+    entry there is what makes the parser hang or give up on the whole chunk. If records are
+    still missing, the chunk is parsed as it is too, and the two results are merged by record
+    number. `wanted` limits the records taken (a truncated chunk's complete records).
+
+    Every record number the chunk is known to hold (its header's range when the header's
+    checksum holds, else the records its structure shows) that does not come back is reported
+    lost, with the reason.
+    """
+    where = f"chunk {number}: {problem}"
+    expected = _expected_records(chunk)
+    if wanted is not None:
+        expected = [i for i in expected if i in wanted]
+    got: dict[int, dict] = {}
+    failures: list[str] = []
+    cleaned = bytearray(chunk)
+    cleaned[:8] = b"ElfChnk\0"  # a damaged signature alone must not cost the chunk
+    cleaned[_TABLES_START:_CHUNK_HEADER] = bytes(_CHUNK_HEADER - _TABLES_START)
+    for variant in (bytes(cleaned), chunk):
+        records, failure = _parse_in_child(_one_chunk_file(header, variant))
+        if failure:
+            failures.append(failure)
+        for record in records:
+            record_id = record.get("event_record_id")
+            if isinstance(record_id, int) and record_id not in got and (wanted is None or record_id in wanted):
+                got[record_id] = record
+        if all(i in got for i in expected) and got:
+            break
+    mark = f"recovered from a damaged EVTX {where}; parsed without checksum validation"
+    why = "; ".join(dict.fromkeys(failures)) or "the parser did not return it"
+    for record_id in sorted({*got, *expected}):  # record order, lost ones in their place
+        if record_id in got:
+            yield _flatten(got[record_id], f"EVTX record number {record_id} {mark}")
+        else:
+            yield None, f"EVTX record number {record_id} lost: {where}; {why}", None
+    if not expected and not got:
+        yield None, f"EVTX {where}; no record could be recovered and the count is unknown ({why})", None
+
+
+def _recover_chunks(header: bytes, path: str, size: int, problem: str) -> Iterator[_Item]:
+    """Every whole chunk of a file whose header the parser refuses, recovered one by one."""
+    with open(path, "rb") as f:
+        for number in range(max(0, size - _FILE_HEADER) // _CHUNK):
+            f.seek(_FILE_HEADER + number * _CHUNK)
+            chunk = f.read(_CHUNK)
+            if chunk.startswith(b"ElfChnk") or _expected_records(chunk):
+                yield from _recover_chunk(header, chunk, number, problem)
+
+
+def _parse_in_child(data: bytes) -> tuple[list[dict], str]:
+    """(records, why some may be missing) from parsing `data` in a child process."""
+    try:
+        done = subprocess.run([sys.executable, "-c", _CHILD], input=data, capture_output=True,
+                              timeout=RECOVERY_TIMEOUT_S, check=False)
+        output, failure = done.stdout, "" if done.returncode == 0 else f"the parser crashed ({done.returncode})"
+    except subprocess.TimeoutExpired as timeout:
+        output = timeout.stdout or b""
+        failure = f"the parser did not finish within {RECOVERY_TIMEOUT_S:g}s"
+    records: list[dict] = []
+    errors: list[str] = []
+    for line in output.splitlines():
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue  # the last line of a killed child can be cut
+        if "record" in item:
+            records.append(item["record"])
+        else:
+            errors.append(str(item.get("error", "")))
+    if errors and not failure:
+        failure = f"the parser failed on it: {errors[0]}"
+    return records, failure
+
+
+def _one_chunk_file(header: bytes, chunk: bytes) -> bytes:
+    """An EVTX file of the original file header (rewritten to list one chunk) and `chunk`,
+    padded to a whole chunk (the evtx package ignores a partial one)."""
+    head = bytearray(header[:_FILE_HEADER].ljust(_FILE_HEADER, b"\0"))
+    if not head.startswith(b"ElfFile\0"):
+        head[:8] = b"ElfFile\0"
+        struct.pack_into("<IHHH", head, 32, 128, 1, 3, _FILE_HEADER)
+    struct.pack_into("<QQ", head, 8, 0, 0)  # first and last chunk number
+    struct.pack_into("<H", head, 42, 1)  # chunk count
+    struct.pack_into("<I", head, 124, zlib.crc32(bytes(head[:120])))
+    return bytes(head) + chunk[:_CHUNK].ljust(_CHUNK, b"\0")
+
+
+def _expected_records(chunk: bytes) -> list[int]:
+    """The record numbers a chunk holds: its header's range when the header's checksum holds,
+    else those of the records its structure shows (each with the record magic and its size
+    repeated at its end)."""
+    listed = _chunk_record_ids(chunk)
+    if listed is not None:
+        return list(listed)
+    found: list[int] = []
+    at = _CHUNK_HEADER
+    end = min(len(chunk), _CHUNK)
+    while at + 28 <= end:
+        magic, size, record_id = struct.unpack_from("<IIQ", chunk, at)
+        if (magic == _RECORD_MAGIC and 28 <= size <= end - at
+                and struct.unpack_from("<I", chunk, at + size - 4)[0] == size):
+            found.append(record_id)
+            at += size
+            continue
+        # Not a record here: look for the next record magic (records follow each other, so a
+        # damaged record header hides only that record).
+        nxt = chunk.find(b"\x2a\x2a\x00\x00", at + 1, end)
+        if nxt < 0:
+            break
+        at = nxt
+    return found
 
 
 def _chunk_record_ids(chunk: bytes) -> range | None:
@@ -200,9 +363,9 @@ def _salvage_tail(header: bytes, tail: bytes, offset: int) -> Iterator[_Item]:
 
     The evtx package silently ignores a partial chunk, and parses a record cut short as if it
     were whole (its missing values read as empty). So only records that end before the cut are
-    parsed, from a copy of the chunk padded to full size, and only when the chunk header's
-    checksum holds. The padded copy cannot pass the data checksum, so it is parsed
-    unvalidated: a chunk both cut and corrupted could still hang the parser (see read_evtx).
+    taken, from a copy of the chunk padded to full size, and only when the chunk header's
+    checksum holds. The padded copy cannot pass the data checksum: it is parsed like a damaged
+    chunk (`_recover_chunk`), and its records are marked recovered.
     """
     if not tail.strip(b"\0"):
         return  # no partial chunk, or only zero padding
@@ -210,7 +373,7 @@ def _salvage_tail(header: bytes, tail: bytes, offset: int) -> Iterator[_Item]:
     ids = _chunk_record_ids(tail)
     if ids is None:
         yield None, (f"truncated EVTX: {len(tail)} bytes at offset {offset} are not a whole "
-                     "chunk; its records are lost, count unknown")
+                     "chunk; its records are lost, count unknown"), None
         return
     complete: set[int] = set()
     at = _CHUNK_HEADER
@@ -220,35 +383,13 @@ def _salvage_tail(header: bytes, tail: bytes, offset: int) -> Iterator[_Item]:
             break
         complete.add(record_id)
         at += size
-    recovered: set[int] = set()
     if complete:
-        padded = io.BytesIO(header + tail + bytes(_CHUNK - len(tail)))
-        for record in _records_of(padded, complete):
-            recovered.add(record["event_record_id"])
-            yield _flatten(record)
+        # Complete records that do not parse are reported by `_recover_chunk`, with the reason.
+        number = (offset - _FILE_HEADER) // _CHUNK
+        yield from _recover_chunk(header, tail, number, lost, wanted=complete)
     for record_id in ids:
-        if record_id not in recovered:
-            yield None, f"EVTX record number {record_id} lost: {lost}"
-
-
-def _records_of(source: io.BytesIO, wanted: set[int]) -> Iterator[dict]:
-    """The records of `source` whose ids are in `wanted`; parse errors are dropped
-    because the caller reports every id that does not come back."""
-    try:
-        records = _records(PyEvtxParser(source))
-    except Exception:
-        return
-    while True:
-        try:
-            record = next(records)
-        except StopIteration:
-            return
-        except BaseException as exc:
-            if not _is_library_error(exc):
-                raise
-            continue
-        if record.get("event_record_id") in wanted:
-            yield record
+        if record_id not in complete:
+            yield None, f"EVTX record number {record_id} lost: {lost}", None
 
 
 def _missing_chunks(header: bytes, tail: bytes, tail_start: int) -> Iterator[_Item]:
@@ -259,7 +400,7 @@ def _missing_chunks(header: bytes, tail: bytes, tail_start: int) -> Iterator[_It
     present = (tail_start - _FILE_HEADER) // _CHUNK + (1 if tail.strip(b"\0") else 0)
     if listed > present:
         yield None, (f"truncated EVTX: the header lists {listed} chunks, the file holds "
-                     f"{present}; the records of the missing chunks are lost, count unknown")
+                     f"{present}; the records of the missing chunks are lost, count unknown"), None
 
 
 def _one_line(message: str) -> str:
