@@ -7,6 +7,9 @@
       dead_letter_topic: sigmaray.dead-letter
       group_id: sigmaray                    # offsets are committed under this group
       client: {}                            # extra librdkafka settings for every client
+      client_env: {}                        # librdkafka settings read from environment variables, e.g.
+                                            # {sasl.password: KAFKA_PASSWORD}: no secret in the file or in Ray
+      replication_factor: 1                 # for the topics sigmaray creates (the dev broker: 1; managed Kafka: 3)
     processing:
       guarantee: at_least_once              # or exactly_once
       batch_size: 500                       # records per consumer poll
@@ -39,6 +42,8 @@
     ray:
       host: 127.0.0.1                       # where a Ray that sigmaray starts (`run` without --address, `demo`)
                                             # listens, Prometheus metrics included; 0.0.0.0 = every interface
+      actor_cpus: 0                         # CPUs each worker and correlator reserves; 1 on an autoscaling cluster,
+                                            # so `sigmaray scale` adds nodes (0: they share whatever is there)
     correlator:
       enabled: true                         # Correlator actors: correlation rules + fusion into alerts
       instances: 1                          # Correlator actors (`sigmaray scale --correlators N`)
@@ -87,6 +92,8 @@ class KafkaConfig:
     dead_letter_topic: str = "sigmaray.dead-letter"
     group_id: str = "sigmaray"
     client: dict[str, Any] = field(default_factory=dict)
+    client_env: dict[str, str] = field(default_factory=dict)  # librdkafka setting -> environment variable
+    replication_factor: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +135,7 @@ class ModelsConfig:
 @dataclass(frozen=True, slots=True)
 class RayConfig:
     host: str = "127.0.0.1"  # a local Ray's listening interface: "127.0.0.1" or "0.0.0.0"
+    actor_cpus: float = 0  # CPUs each worker and correlator actor reserves: 1 lets Ray's autoscaler add nodes
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +231,10 @@ def config_from_dict(data: Any, source: str = "<config>") -> ClusterConfig:
             raise ConfigError(f"{source}: processing.{name} must be at least 1")
     if not kafka.input_topics:
         raise ConfigError(f"{source}: kafka.input_topics must name at least one topic")
+    if kafka.replication_factor < 1:
+        raise ConfigError(f"{source}: kafka.replication_factor must be at least 1")
+    if not all(isinstance(v, str) and v for v in kafka.client_env.values()):
+        raise ConfigError(f"{source}: kafka.client_env maps librdkafka settings to environment variable names")
     if rules.regex_timeout_s < 0:
         raise ConfigError(f"{source}: rules.regex_timeout_s must be 0 (no bound) or more, got {rules.regex_timeout_s!r}")
     if rules.mapping and not Path(rules.mapping).is_file():
@@ -242,6 +254,8 @@ def config_from_dict(data: Any, source: str = "<config>") -> ClusterConfig:
             except Exception as error:
                 raise ConfigError(f"{source}: models.model/shadow: {error}") from error
     ray = _section(RayConfig, data.get("ray", {}), "ray", source)
+    if ray.actor_cpus < 0:
+        raise ConfigError(f"{source}: ray.actor_cpus must be 0 or more")
     if ray.host not in RAY_HOSTS:
         raise ConfigError(f"{source}: ray.host must be 127.0.0.1 (this machine only) or 0.0.0.0 (every "
                           f"interface; Ray binds its metrics endpoints to no single other one), got {ray.host!r}")

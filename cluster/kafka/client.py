@@ -9,6 +9,7 @@ Clients are created inside the process that uses them: they cannot be pickled.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,10 +24,20 @@ Kafka = KafkaConfig | str  # the cluster's settings, or a bare bootstrap address
 
 
 def settings(kafka: Kafka, **overrides: Any) -> dict[str, Any]:
-    """librdkafka settings: bootstrap, then `kafka.client`, then what this client needs."""
+    """librdkafka settings: bootstrap, then `kafka.client`, then `kafka.client_env` (settings read
+    from environment variables here, in the process that makes the client, so a password need
+    be neither in the config file nor in what Ray ships to its actors), then what this client
+    needs."""
     if isinstance(kafka, str):
         return {"bootstrap.servers": kafka, **overrides}
-    return {"bootstrap.servers": kafka.bootstrap_servers, **kafka.client, **overrides}
+    from_env: dict[str, Any] = {}
+    for name, variable in kafka.client_env.items():
+        value = os.environ.get(variable)
+        if value is None:
+            raise KafkaAccessError(f"kafka.client_env: the environment variable {variable} (for {name}) is not set "
+                                   "in this process")
+        from_env[name] = value
+    return {"bootstrap.servers": kafka.bootstrap_servers, **kafka.client, **from_env, **overrides}
 
 
 def consumer(kafka: Kafka, group: str, **overrides: Any) -> Consumer:
@@ -111,10 +122,12 @@ def partitions(kafka: Kafka, topics: Sequence[str], timeout: float = 10) -> list
 
 def create_topics(kafka: Kafka, topics: Mapping[str, int], config: Mapping[str, str] | None = None,
                   exist_ok: bool = True) -> None:
-    """Creates topics with their partition counts (replication factor 1: the dev broker; a real
-    cluster's operator creates its topics)."""
+    """Creates topics with their partition counts and `kafka.replication_factor` (1 for a bare
+    address: the dev broker; managed Kafka wants 3)."""
     client = admin(kafka)
-    futures = client.create_topics([NewTopic(name, count, 1, config=dict(config or {})) for name, count in topics.items()])
+    replication = 1 if isinstance(kafka, str) else kafka.replication_factor
+    futures = client.create_topics([NewTopic(name, count, replication, config=dict(config or {}))
+                                    for name, count in topics.items()])
     for future in futures.values():
         try:
             future.result(30)

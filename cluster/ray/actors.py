@@ -321,8 +321,9 @@ class Supervisor:
     def _start(self, pool: _Pool) -> None:
         self.generation += 1
         name = f"{pool.prefix}-{self.generation}"
+        cpus = self.parsed.ray.actor_cpus if pool.topics else 0  # the webhook forwarder only waits on I/O
         pool.members[name] = actor_class(pool.actor).options(
-            name=f"sigmaray-{name}", namespace=NAMESPACE
+            name=f"sigmaray-{name}", namespace=NAMESPACE, num_cpus=cpus
         ).remote(self.config, name)
 
     def scale(self, count: int | None = None, correlators: int | None = None) -> list[str]:
