@@ -67,7 +67,7 @@ def end_offsets(topic: str, partitions: int) -> int:
 def create_topics(run: str, partitions: int) -> dict[str, str]:
     topics = {"in": f"bench-in-{run}", "out": f"bench-out-{run}", "dlq": f"bench-dlq-{run}",
               "alerts": f"bench-alerts-{run}", "verdicts": f"bench-verdicts-{run}", "rep": f"bench-rep-{run}",
-              "alerts_dlq": f"bench-alerts-dlq-{run}"}
+              "alerts_dlq": f"bench-alerts-dlq-{run}", "rules": f"bench-rules-{run}"}
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
     for future in admin.create_topics(
         [NewTopic(topics["in"], partitions, 1), NewTopic(topics["out"], partitions, 1), NewTopic(topics["dlq"], 1, 1)]
@@ -85,7 +85,7 @@ def make_supervisor(topics: dict[str, str], group: str, models: bool, correlator
         "kafka": {"bootstrap_servers": BOOTSTRAP, "input_topics": [topics["in"]], "detections_topic": topics["out"],
                   "dead_letter_topic": topics["dlq"], "group_id": group},
         "processing": {"batch_size": 2000, "batch_timeout_ms": 100},
-        "rules": {"paths": RULES, "placeholders": {"known_cdcs": ["DC01.corp.example"]}},
+        "rules": {"paths": RULES, "placeholders": {"known_cdcs": ["DC01.corp.example"]}, "topic": topics["rules"]},
         "workers": 2,
     })
     return Supervisor.remote(config_to_dict(config))
@@ -133,6 +133,31 @@ def throughput(lines: list[bytes], copies: int, partitions: int, models: bool, c
             "events_per_s": round(measured / (end - first[0]), 1),
             "workers_events_per_s": round(measured / (workers_end - first[0]), 1),
             "alerts": end_offsets(topics["alerts"], partitions) if correlator else 0}
+
+
+def push_to_swap(supervisor: object, topic: str) -> float | None:
+    """Seconds from `sigmaray rules push` of one changed SigmaHQ rule to every worker running it
+    (its ruleset version in their status), measured while the cluster is loaded."""
+    from cluster.kafka.live_rules import push, rule_documents
+
+    path = next(Path(RULES[0]).rglob("proc_creation_win_whoami_execution.yml"), None) or \
+        next(Path(RULES[0]).rglob("*.yml"))
+    rule_id, text = rule_documents([str(path)])[0]
+    changed = text.replace("title: ", "title: (pushed) ", 1)
+
+    def versions() -> set[str]:
+        rows = ray.get(supervisor.status.remote(), timeout=30)["workers"]  # type: ignore[attr-defined]
+        return {row.get("ruleset_version", "") for row in rows}
+
+    before = versions()
+    started = time.monotonic()
+    push(BOOTSTRAP, topic, [(rule_id, changed)])
+    while time.monotonic() - started < 60:
+        now = versions()
+        if now and not now & before and len(now) == 1:
+            return round(time.monotonic() - started, 3)
+        time.sleep(0.05)
+    return None
 
 
 def _percentiles(samples: list[float]) -> dict[str, float | None]:
@@ -193,11 +218,13 @@ def latency(lines: list[bytes], rate: float, seconds: float, partitions: int, mo
         producer.poll(0)
         time.sleep(0.005)
     producer.flush(60)
+    swap = push_to_swap(supervisor, topics["rules"])  # under the load's tail: the queues are still full
     time.sleep(8)
     stop.set()
     reader.join()
     ray.get(supervisor.shutdown.remote(), timeout=120)
-    out: dict[str, object] = {"rate": rate, "sent": sent, "detections": _percentiles(samples)}
+    out: dict[str, object] = {"rate": rate, "sent": sent, "detections": _percentiles(samples),
+                              "push_to_swap_s": swap}
     if correlator:
         out["event_to_alert"] = _percentiles(alert_samples)
     return out

@@ -6,7 +6,9 @@ clock: (state, detection, event time) in, alerts out, so a test or a notebook ru
 - `correlator.fusion`: `FusionEngine`, per-entity risk, deduplication, suppressions, priority;
 - `correlator.ocsf`: the alert as an OCSF 1.8.0 Detection Finding (class 2004).
 
-Quick start: two detections of one rule on one host become one alert, updated in place.
+Quick start: two detections of one rule on one host become one alert, updated in place. (What
+pages is an entity risk alert, once a host's risk and tactics cross the thresholds of
+`correlator.priority`; one rule alone stays a recorded P4.)
 
 >>> from correlator import FusionEngine
 >>> def detection(offset, minute):
@@ -20,8 +22,8 @@ Quick start: two detections of one rule on one host become one alert, updated in
 >>> again = fusion.process(detection(2, 5))
 >>> first[0].activity, first[0].alert_id == again[0].alert_id, again[0].count
 ('Create', True, 2)
->>> first[0].ocsf["class_uid"], first[0].label
-(2004, 'P3')
+>>> first[0].ocsf["class_uid"], first[0].label  # a rule's own alert is recorded at P4: a risk contribution
+(2004, 'P4')
 
 Names are imported on first use, so importing one module does not load the others (nor pySigma).
 """

@@ -5,7 +5,8 @@ first-seen and last-seen. The alert id is stable:
 
     alert_id = sha256("<sorted rule ids joined by ,>|<entity>|<bucket start ms>")[:32]
 
-where the bucket is the incident window start: first-seen floored to `inactivity_ms`. An alert
+where the bucket is the incident window start: first-seen floored to `inactivity_ms` (for an
+entity risk alert, kind `risk`, to `risk_inactivity_ms`). An alert
 closes after `inactivity_ms` of event time without a hit; the next hit opens a new incident, whose
 first-seen is at least `inactivity_ms` later, hence in a later bucket and with a new id. Only a
 late (out-of-order) detection can land in the bucket of an alert already closed: the ids of recently
@@ -35,6 +36,13 @@ def alert_id(rule_ids: Iterable[str], entity: str, bucket_ms: int, generation: i
 @dataclass(slots=True)
 class AlertConfig:
     inactivity_ms: int = HOUR_MS  # close after this much event time without a hit; also the id bucket
+    # An entity risk alert (kind "risk") stays open this long without a contribution to its entity:
+    # a campaign's steps hours apart are one analyst case, as a risk notable groups them (24 h).
+    risk_inactivity_ms: int = 24 * HOUR_MS
+    # An anomaly detection alone opens no alert: it sets its entity's anomaly score, the multiplier
+    # of the entity's later risk contributions (an outlier is context, not an incident).
+    anomaly_alerts: bool = False
+    recent_contributions: int = 64  # per host, the refs a new entity risk alert starts with
     max_refs: int = 50  # evidence refs kept per alert (the total is always counted)
     max_contributions: int = 8  # latest risk contributions kept per alert for the explanation
     max_open: int = 100_000  # open alerts; past it the least recently hit close early
@@ -81,6 +89,8 @@ class AlertState:
     emitted_priority: int = 5  # the most urgent priority emitted so far (5: none yet)
     explanation: dict[str, Any] = field(default_factory=dict)
     emitted: int = 0  # updates emitted so far (Create counts as one)
+    # an entity risk alert: its last qualifying contribution, which alone keeps it open (0: last_ms)
+    kept_ms: int = 0
 
     def to_state(self) -> dict[str, Any]:
         state = {name: getattr(self, name) for name in self.__slots__}
@@ -115,12 +125,13 @@ class AlertBook:
         key = (rule_ids, entity)
         closed = None
         state = self.open.get(key)
-        if state is not None and now_ms - state.last_ms > self.config.inactivity_ms:
+        inactivity = self.inactivity(kind)
+        if state is not None and now_ms - self.idle_since(state) > inactivity:
             closed = self.open.pop(key)
             self._closed(closed)
             state = None
         if state is None:
-            bucket = now_ms - now_ms % self.config.inactivity_ms
+            bucket = now_ms - now_ms % inactivity
             generation = 0
             uid = alert_id(rule_ids, entity, bucket)
             while uid in self.closed:
@@ -134,6 +145,16 @@ class AlertBook:
             if now_ms < state.first_ms:
                 state.first_ms = now_ms
         return state, closed
+
+    @staticmethod
+    def idle_since(state: AlertState) -> int:
+        """The event time an alert's inactivity runs from: a risk alert's last qualifying
+        contribution (kept_ms), any other alert's last hit."""
+        return state.kept_ms if state.kind == "risk" and state.kept_ms else state.last_ms
+
+    def inactivity(self, kind: str) -> int:
+        """The idle time after which an alert of `kind` closes."""
+        return self.config.risk_inactivity_ms if kind == "risk" else self.config.inactivity_ms
 
     def add_ref(self, state: AlertState, ref: Sequence[Any]) -> None:
         state.ref_total += 1
@@ -151,7 +172,9 @@ class AlertBook:
         """Remove and return the alerts idle past the inactivity timeout at `watermark_ms`, and
         the least recently hit ones past `max_open`."""
         horizon = watermark_ms - self.config.inactivity_ms
-        gone = [key for key, state in self.open.items() if state.last_ms < horizon]
+        risk_horizon = watermark_ms - self.config.risk_inactivity_ms
+        gone = [key for key, state in self.open.items()
+                if self.idle_since(state) < (risk_horizon if state.kind == "risk" else horizon)]
         closed = [self.open.pop(key) for key in gone]
         if len(self.open) > self.config.max_open:
             ordered = sorted(self.open.items(), key=lambda item: item[1].last_ms)

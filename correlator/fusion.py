@@ -7,6 +7,12 @@ else the engine's watermark, the latest event time seen).
         for alert in engine.process(detection):
             publish(alert.ocsf)            # OCSF 1.8.0 Detection Finding (class 2004)
 
+Two kinds of alert (risk-based alerting, see correlator/priority.py): each rule's own alert on an
+entity, recorded at P4 (a risk contribution, explained), and the host's entity risk alert (rule id
+`risk:entity`, kind `risk`), which carries P1-P3 once the host's risk and its case's tactics cross
+the thresholds. An anomaly detection opens no alert: it sets its host's anomaly context
+(`anomaly_breadth`), the multiplier of later contributions and the P1 corroboration.
+
 An alert is emitted on Create (first hit), on Update when its priority escalates past any it was
 emitted with, or when its count reaches a power of two (2, 4, 8, ...; a lower priority shows then),
 and on Close once `AlertConfig.inactivity_ms` of event time passes
@@ -18,7 +24,7 @@ a counted skip with a reason (`stats()["skipped"]`), never an exception.
 from __future__ import annotations
 
 import math
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +38,7 @@ from correlator.risk import POINTS, RISK_AFTER, RiskConfig, RiskTable, as_contri
 from correlator.suppressions import FeedbackConfig, Suppression, Suppressions
 from models.entities import normalize
 
+ENTITY_RULE = "risk:entity"  # the rule id of an entity risk alert
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1, "1"})  # a record without `schema_version` is version 1
 KINDS = frozenset({"sigma", "anomaly"})
 LEVEL_RANK = {"informational": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
@@ -217,6 +224,12 @@ class FusionEngine:
         self._assets_of: Criticality | None = None
         self._host_assets: dict[str, Asset | None] = {}
         self._user_assets: dict[str, Asset | None] = {}
+        # host -> its latest contributions while no entity alert is open (see _entity_hit)
+        self._recent: OrderedDict[str, deque[tuple[Any, ...]]] = OrderedDict()
+        self._first_ms: int | None = None  # the first event time seen: PriorityConfig.learning_ms runs from it
+        self._corroborated: OrderedDict[str, dict[str, int]] = OrderedDict()  # host -> tactic -> ms (_entity_hit)
+        # host -> anomalous entity id -> last ms (see anomaly_breadth)
+        self._anomalous: OrderedDict[str, OrderedDict[str, int]] = OrderedDict()
 
     # -- configuration hooks ------------------------------------------------------------------
     def set_criticality(self, criticality: Criticality) -> None:
@@ -301,6 +314,8 @@ class FusionEngine:
                 seen.popitem(last=False)
         else:
             self.counts["no_source"] += 1
+        if self._first_ms is None:
+            self._first_ms = now
         if now > self.watermark:  # _advance, inline: a sweep is due once per inactivity_ms / 4
             self.watermark = now
         out = self._sweep() if self.watermark >= self._next_sweep else []
@@ -350,15 +365,72 @@ class FusionEngine:
         counts = self.counts
         counts["processed"] += 1
         counts[kind] += 1
+        if anomaly_info is not None:
+            self._anomalous_on(entity, str(anomaly_info.get("entity") or rule_id), now)
+            context_scores = None
+        else:
+            context_scores = scores
+        if anomaly_info is not None and not self.config.alerts.anomaly_alerts:
+            self._anomaly_context(anomaly_info, entity, user, host_score, user_score, now)
+            return out
         title = str(rule.get("title") or rule_id)
         self._hit(kind, (rule_id,), title, level, entity, user, now, tactics, techniques, host_score, user_score,
-                  anomaly_info, ref, False, None, out)
+                  anomaly_info, ref, False, None, out, context_scores)
         return out
+
+    def _anomalous_on(self, host: str, entity_id: str, now: int) -> None:
+        """Remember that the models called `entity_id` anomalous on `host` at `now` (bounded)."""
+        seen = self._anomalous.get(host)
+        if seen is None:
+            if len(self._anomalous) >= self.config.risk.max_entities:
+                self._anomalous.pop(next(iter(self._anomalous)))
+            seen = self._anomalous[host] = OrderedDict()
+        else:
+            self._anomalous.move_to_end(host)
+        seen[entity_id] = now
+        seen.move_to_end(entity_id)
+        horizon = now - self.config.risk.anomaly_window_ms
+        while seen:
+            first = next(iter(seen.values()))
+            if first >= horizon and len(seen) <= 256:
+                break
+            seen.popitem(last=False)
+
+    def anomaly_breadth(self, host: str, now: int, scores: Any = None) -> float:
+        """The host's anomaly context 0..1 (RiskConfig.anomaly_breadth): distinct anomalous entities
+        on it within anomaly_window_ms up to `now`, with those of the detection's own `scores` (its
+        event's anomaly detections come after it in the stream), over anomaly_breadth, at most 1."""
+        config = self.config.risk
+        if config.anomaly_breadth <= 0:
+            return 0.0
+        found: set[str] = set()
+        if type(scores) is dict or isinstance(scores, Mapping):
+            cut = config.anomalous_score
+            found.update(key for key, value in scores.items()
+                         if type(value) is float and value >= cut and ":" in key)
+        seen = self._anomalous.get(host)
+        if seen:
+            horizon = now - config.anomaly_window_ms
+            found.update(key for key, ms in seen.items() if horizon <= ms <= now)
+        return min(1.0, len(found) / config.anomaly_breadth)
+
+    def _anomaly_context(self, info: Mapping[str, Any], entity: str, user: str | None, host_score: float | None,
+                         user_score: float | None, now: int) -> None:
+        """An anomaly detection without an alert of its own: its entity's anomaly score (and reasons)
+        for the multiplier of later contributions and for explanations."""
+        entity_type = info.get("entity_type")
+        if entity_type == "host" and host_score is not None:
+            state = self.tables["host"].touch(entity, now)
+            state.anomaly = host_score
+            state.anomaly_reasons = [str(reason) for reason in info.get("reasons") or ()][:10]
+        elif entity_type == "user" and user and user_score is not None:
+            self.tables["user"].touch(user, now).anomaly = user_score
+        self.counts["anomaly_context"] += 1
 
     def _hit(self, kind: str, rule_ids: tuple[str, ...], title: str, level: str, entity: str, user: str | None,
              now: int, tactics: tuple[str, ...], techniques: tuple[str, ...], host_score: float | None,
              user_score: float | None, anomaly_info: Mapping[str, Any] | None, ref: tuple[Any, ...] | None,
-             correlation: bool, refs: list[tuple[Any, ...]] | None, out: list[Alert]) -> None:
+             correlation: bool, refs: list[tuple[Any, ...]] | None, out: list[Alert], scores: Any = None) -> None:
         """One hit on its alert, appending what it emits to `out`. Only what decides the priority and
         the emission is computed on every hit: the explanation and the OCSF finding are built when an
         alert is emitted, from the alert's state."""
@@ -377,7 +449,12 @@ class FusionEngine:
         weight = suppressions.weight(rule_id, entity) if suppressions.weights else 1.0
         points = self.config.priority.p1_risk / 2 if correlation and level not in self.config.risk.level_points else None
         # An anomaly detection's own score already chose its level: it is not multiplied by it again.
-        host_factor = 0.0 if anomaly_info is not None else (host_score or 0.0)
+        if self.config.risk.anomaly_breadth > 0:  # see RiskConfig: the host's anomaly context
+            context = 0.0 if anomaly_info is not None else self.anomaly_breadth(entity, now, scores)
+            host_factor = user_factor = context
+        else:
+            host_factor = 0.0 if anomaly_info is not None else (host_score or 0.0)
+            user_factor = 0.0 if anomaly_info is not None else (user_score or 0.0)
         host_state, host_contribution = self.tables["host"].contribute(
             entity, now, level, rule_id, tactics, techniques, host_factor,
             host_asset.criticality if host_asset else None, weight, points)
@@ -389,7 +466,6 @@ class FusionEngine:
                 host_state.anomaly_reasons = [str(reason) for reason in anomaly_info.get("reasons") or ()][:10]
         user_state = user_contribution = None
         if user:
-            user_factor = 0.0 if anomaly_info is not None else (user_score or 0.0)
             user_state, user_contribution = self.tables["user"].contribute(
                 user, now, level, rule_id, tactics, techniques, user_factor,
                 user_asset.criticality if user_asset else None, weight, points)
@@ -476,6 +552,8 @@ class FusionEngine:
         correlated = correlation or (host_state.correlation_ms is not None and
                                      host_state.correlation_ms >= window_start)
         anomaly = host_score if host_score is not None else host_state.anomaly
+        if self.config.risk.anomaly_breadth > 0:
+            anomaly = host_factor if host_score is not None or host_factor else anomaly
         priority_config = self.config.priority
         noisy = hits.count >= priority_config.noisy_hits or rule_id in priority_config.noisy_rules
         asset_criticality = asset.criticality if asset else None
@@ -483,6 +561,9 @@ class FusionEngine:
                                         correlated, anomaly, noisy)
         if demoted:
             self.counts["demoted"] += 1
+        if priority < priority_config.rule_alert_priority and (
+                not correlation or level not in priority_config.correlation_alert_levels):
+            priority = priority_config.rule_alert_priority  # recorded: the entity alert carries it
         state.priority = priority
         count = state.count
         if new or priority < state.emitted_priority or count & (count - 1) == 0:
@@ -491,6 +572,121 @@ class FusionEngine:
                                 noisy)
             last = [host_contribution] if user_contribution is None else [host_contribution, user_contribution]
             state.explanation = self._explain(state, result, entity, user, host_asset, user_asset, tactic_count, last)
+            if priority != result.priority:
+                state.explanation["priority"] = {**state.explanation["priority"], "priority": f"P{priority}",
+                                                 "entity_priority": result.label, "recorded": True}
+            out.append(self._emit(state, 1 if new else 2, now))
+        if priority_config.entity_alerts and not correlation:
+            self._entity_hit(entity, user, now, rule_id, title, level, tactics, techniques, ref, host_contribution,
+                             user_contribution, host_asset, user_asset,
+                             (risk, max_level, asset_criticality, correlated, anomaly), out)
+
+    def _entity_hit(self, entity: str, user: str | None, now: int, rule_id: str, title: str, level: str,
+                    tactics: tuple[str, ...], techniques: tuple[str, ...], ref: tuple[Any, ...] | None,
+                    host_contribution: Any, user_contribution: Any, host_asset: Asset | None,
+                    user_asset: Asset | None, decided: tuple[float, str, str | None, bool, float | None],
+                    out: list[Alert]) -> None:
+        """One contribution to the entity's risk alert: opens it when the entity qualifies, joins it
+        while it is open; otherwise remembered, so an alert opened later shows what built the risk.
+
+        The case's tactics (the open alert's, else those of the contributions it would start with)
+        decide the tactic gates, not every tactic of the entity in the 7-day window: an entity keeps
+        the tactics of last week's incident or of its routine, and they do not make today's hit P1."""
+        book = self.book
+        config = self.config.priority
+        key = ((ENTITY_RULE,), entity)
+        state = book.open.get(key)
+        if state is not None and now - book.idle_since(state) > book.config.risk_inactivity_ms:
+            state = None
+        recent = self._recent.get(entity)
+        current = (now, ref, rule_id, title, level, tactics, techniques)
+        if state is None:
+            horizon = now - book.config.risk_inactivity_ms
+            items = [item for item in recent if item[0] >= horizon] if recent else []
+            items.append(current)
+            case_tactics = {name for item in items for name in item[5]}
+        else:
+            items = [current]
+            case_tactics = set(state.tactics).union(tactics)
+        risk, max_level, asset_criticality, correlated, anomaly = decided
+        # the P1 tactic gate counts the tactics of corroborated contributions (anomaly context >=
+        # p1_anomaly) in the case window: an intrusion's steps come with new processes, addresses
+        # and accounts; a server's routine, once the models know it, does not
+        corroborated = self._corroborated.get(entity)
+        if anomaly is not None and anomaly >= config.p1_anomaly and tactics:
+            if corroborated is None:
+                if len(self._corroborated) >= self.config.risk.max_entities:
+                    self._corroborated.pop(next(iter(self._corroborated)))
+                corroborated = self._corroborated[entity] = {}
+            for name in tactics:
+                corroborated[name] = now
+        horizon = now - book.config.risk_inactivity_ms
+        gate_tactics = sum(1 for ms in corroborated.values() if ms >= horizon) if corroborated else 0
+        if anomaly is None:  # no models (scores absent): every tactic of the case counts
+            gate_tactics = len(case_tactics)
+        priority, _ = priority_of(config, risk, gate_tactics, max_level, asset_criticality, correlated, anomaly,
+                                  False)
+        learning = self._first_ms is not None and now - self._first_ms < config.learning_ms
+        if learning and priority == 1:  # PriorityConfig.learning_ms: no P1 yet
+            priority = 2
+        qualifies = priority <= 3 and (len(case_tactics) >= config.entity_min_tactics or correlated)
+        if state is None:
+            if not qualifies:
+                if recent is None:
+                    if len(self._recent) >= self.config.risk.max_entities:
+                        self._recent.pop(next(iter(self._recent)))
+                    recent = self._recent[entity] = deque(maxlen=book.config.recent_contributions)
+                recent.append(current)
+                return
+            if recent:
+                recent.clear()
+        state, closed = book.hit("risk", (ENTITY_RULE,), entity, now)
+        if closed is not None:
+            out.append(self._emit(closed, 3, max(now, closed.last_ms)))
+        if qualifies or not state.kept_ms:
+            # a contribution joins the case as evidence, but only a qualifying one keeps it open: an
+            # entity with routine hits every day would otherwise hold one case for ever
+            state.kept_ms = max(state.kept_ms, now)
+        new = state.count == 0
+        if new:
+            state.first_ms = min(item[0] for item in items)
+        for _, item_ref, item_rule, item_title, item_level, item_tactics, item_techniques in items:
+            state.count += 1
+            hits = state.rules.get(item_rule)
+            if hits is None:
+                hits = state.rules[item_rule] = RuleHits(item_rule, item_title, item_level)
+            hits.count += 1
+            for name in item_tactics:
+                if name not in state.tactics:
+                    state.tactics.append(name)
+            for name in item_techniques:
+                if name not in state.techniques:
+                    state.techniques.append(name)
+            if item_ref is not None:
+                book.add_ref(state, item_ref)
+        state.rules[rule_id].points += host_contribution[POINTS]
+        if user and len(state.users) < 20 and user not in state.users:
+            state.users.append(user)
+        book.add_contribution(state, host_contribution)
+        if user_contribution is not None:
+            book.add_contribution(state, user_contribution)
+        previous = state.priority if not new else 4
+        state.priority = min(previous, priority)
+        count = state.count
+        if new or state.priority < state.emitted_priority or count & (count - 1) == 0:
+            state.emitted_priority = min(state.emitted_priority, state.priority)
+            result = prioritize(config, risk, gate_tactics, max_level, asset_criticality, correlated,
+                                anomaly, False)
+            last = [host_contribution] if user_contribution is None else [host_contribution, user_contribution]
+            state.explanation = self._explain(state, result, entity, user, host_asset, user_asset,
+                                              len(state.tactics), last)
+            state.explanation["priority"] = {**state.explanation["priority"], "priority": f"P{state.priority}",
+                                             "entity_alert": True, "case_tactics": len(state.tactics),
+                                             "corroborated_tactics": gate_tactics}
+            if learning:
+                state.explanation["priority"]["reasons"] = [
+                    *state.explanation["priority"]["reasons"],
+                    f"learning period ({config.learning_ms // 3_600_000} h of event time): no P1 yet"]
             out.append(self._emit(state, 1 if new else 2, now))
 
     def _current_assets(self) -> None:
@@ -688,7 +884,12 @@ class FusionEngine:
         return {"version": 1, "watermark": self.watermark, "next_sweep": self._next_sweep,
                 "tables": {name: table.state_dict() for name, table in self.tables.items()},
                 "alerts": self.book.state_dict(), "suppressions": self.suppressions.state_dict(),
-                "seen": [list(key) for key in self._seen], "counts": dict(self.counts), "skipped": dict(self.skipped)}
+                "seen": [list(key) for key in self._seen], "counts": dict(self.counts), "skipped": dict(self.skipped),
+                "first_ms": self._first_ms,
+                "anomalous": [[host, [[key, ms] for key, ms in seen.items()]] for host, seen in self._anomalous.items()],
+                "corroborated": [[host, dict(seen)] for host, seen in self._corroborated.items()],
+                "recent": [[entity, [[item[0], None if item[1] is None else list(item[1]), *item[2:5], list(item[5]),
+                                      list(item[6])] for item in items]] for entity, items in self._recent.items()]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state.get("version") != 1:
@@ -702,3 +903,13 @@ class FusionEngine:
         self._seen = OrderedDict((tuple(key), None) for key in state["seen"])
         self.counts = Counter(state.get("counts", {}))
         self.skipped = Counter(state.get("skipped", {}))
+        self._first_ms = state.get("first_ms")
+        self._anomalous = OrderedDict((host, OrderedDict((str(key), int(ms)) for key, ms in seen))
+                                      for host, seen in state.get("anomalous", ()))
+        self._corroborated = OrderedDict((host, {str(key): int(ms) for key, ms in seen.items()})
+                                         for host, seen in state.get("corroborated", ()))
+        size = self.config.alerts.recent_contributions
+        self._recent = OrderedDict(
+            (entity, deque(((int(item[0]), None if item[1] is None else tuple(item[1]), item[2], item[3], item[4],
+                             tuple(item[5]), tuple(item[6])) for item in items), maxlen=size))
+            for entity, items in state.get("recent", ()))

@@ -3,12 +3,22 @@
 Every key is optional and takes the documented default of its dataclass; an unknown key or a
 value of the wrong type is a ValueError naming the key path, e.g. `priority.p1_risk`.
 
-    risk:       half_life_ms, window_ms, level_points {level: points}, unknown_level_points,
-                tactic_bonus, technique_bonus, repeat_decay, repeat_floor, anomaly_alpha,
+    risk:       half_life_ms (12 h), window_ms (7 d), level_points {level: points}, unknown_level_points,
+                tactic_bonus, technique_bonus, repeat_decay (0.5), repeat_floor (0),
+                prevalence_entities (0.5; 0 = off), anomaly_alpha (1), anomaly_breadth (4; 0 = the
+                event's own host score), anomaly_window_ms (1 h), anomalous_score (0.995),
                 criticality_factors {level: factor}, max_entities, ttl_ms
     priority:   p1_risk, p2_risk, p3_risk, p1_min_tactics, p1_levels [..], p1_criticality [..],
-                demote_below, noisy_hits, noisy_rules [rule id, ...]
-    alerts:     inactivity_ms, max_refs, max_contributions, max_open, max_closed
+                demote_below, noisy_hits, noisy_rules [rule id, ...], p1_anomaly (1.0),
+                learning_ms (0 = off), correlation_gate (false), entity_alerts (true),
+                entity_min_tactics (2), rule_alert_priority (4), correlation_alert_levels [critical]
+    alerts:     inactivity_ms (1 h), risk_inactivity_ms (24 h), anomaly_alerts (false),
+                recent_contributions (64), max_refs, max_contributions, max_open, max_closed
+
+The defaults do risk-based alerting (correlator/priority.py): entity risk alerts carry P1-P3;
+per-rule and anomaly detections are risk contributions (per-rule alerts recorded at P4, anomaly
+detections the hosts' anomaly context). PER_RULE_ALERTING holds the settings of the per-rule
+alerting of before (every rule's alert takes the formula's priority; anomaly detections alert).
     feedback:   fp_weight_factor, min_weight, fp_suppression_ms (null = no expiry)
     user_fields: [field, ...]
     dedupe_cap: int
@@ -33,7 +43,14 @@ from correlator.priority import PriorityConfig
 from correlator.risk import RiskConfig
 from correlator.suppressions import FeedbackConfig
 
-__all__ = ["fusion_config_from_dict"]
+__all__ = ["PER_RULE_ALERTING", "fusion_config_from_dict"]
+
+# The settings of per-rule alerting, as before entity risk alerts (fusion_config_from_dict input).
+PER_RULE_ALERTING: dict[str, dict[str, Any]] = {
+    "priority": {"entity_alerts": False, "rule_alert_priority": 1, "correlation_gate": True, "p1_anomaly": 0},
+    "alerts": {"anomaly_alerts": True},
+    "risk": {"repeat_floor": 0.05, "prevalence_entities": 0, "anomaly_breadth": 0},
+}
 
 _SECTIONS: dict[str, type] = {"risk": RiskConfig, "priority": PriorityConfig, "alerts": AlertConfig,
                               "feedback": FeedbackConfig}

@@ -4,7 +4,12 @@ Definitions (what a detection engineer would count):
 
 - **An alert** of the Sigma-only mode is one Sigma detection; of the deduplicated mode, the
   detections of one rule on one entity in one clock hour; of a fused mode, one correlator alert
-  (its Create, Updates and Close together). Alerts whose rules are all `informational` are not
+  (its Create, Updates and Close together). Since the correlator does risk-based alerting
+  (correlator/priority.py), a fused mode's alerts are of two kinds: entity risk alerts (P1-P3,
+  what is paged) and per-rule alerts recorded at P4 (risk contributions, visible and explained but
+  not paged). Both are counted here (the alerts and alerts/day columns count every fused alert,
+  P4 included); the reduction at equal recall and the equal-volume comparison below are where the
+  priority decides. Alerts whose rules are all `informational` are not
   counted in any mode (Sigma: informational rules enrich events, they do not page anyone); they
   still feed the correlator's risk.
 - **Priority**: a fused alert's is the most urgent it was emitted with; a Sigma-only alert's is
@@ -141,11 +146,17 @@ def row(mode: str, alerts: Sequence[ModeAlert], sigma: Sequence[ModeAlert], labe
                reduction, count, baseline, cutoff)
 
 
-def equal_volume(alerts: dict[str, list[ModeAlert]], incidents: int, modes: Sequence[str]) -> dict[str, object]:
-    """The modes compared at the same alert volume (the smallest of theirs): each keeps its N most
-    urgent alerts (priority, then risk). Does a mode's extra signal (the anomaly scores) buy
-    precision or recall at the same analyst workload?"""
-    volume = min(len(alerts[mode]) for mode in modes)
+def equal_volume(alerts: dict[str, list[ModeAlert]], incidents: int, modes: Sequence[str],
+                 paged: int = 3) -> dict[str, object]:
+    """The modes compared at the same alert volume: each keeps its N most urgent alerts (priority,
+    then risk), N the smallest number of alerts at P1..`paged` among the modes (the analyst's
+    workload; every alert when a mode has none there). Does a mode's extra signal (the anomaly
+    scores) buy precision or recall at the same analyst workload?
+
+    N is the paged volume, not every alert: with the fused modes' P4 recorded items counted, the
+    smallest total would keep nearly every alert of both modes, and the comparison would say
+    nothing (the same recall and precision for any ranking)."""
+    volume = min(sum(1 for alert in alerts[mode] if alert.priority <= paged) or len(alerts[mode]) for mode in modes)
     out: dict[str, object] = {"alerts": volume}
     for mode in modes:
         top = sorted(alerts[mode], key=lambda alert: (alert.priority, -alert.rank))[:volume]

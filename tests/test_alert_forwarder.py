@@ -25,6 +25,7 @@ from cluster.sinks.webhook import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAM
 from cluster.sources.replay import replay_files
 from correlator import Correlator
 from correlator.fusion import Alert
+from correlator.settings import PER_RULE_ALERTING, fusion_config_from_dict
 from correlator.summary import decode_alert, header_values
 from detectors.errors import ConfigError
 from detectors.rulefiles import load_rules_from_paths
@@ -46,7 +47,10 @@ def real_alerts(files: Sequence[Path]) -> list[Alert]:
             detections.append(orjson.loads(record.value))
 
     replay_files(config, [str(path) for path in files], write)
-    correlator = Correlator.from_ruleset(load_rules_from_paths([ROOT / "rules"]))
+    # per-rule alerting (correlator/settings.py): these recordings give alerts of every priority,
+    # which the forwarder's priority filters need; the defaults page entity risk alerts instead
+    correlator = Correlator.from_ruleset(load_rules_from_paths([ROOT / "rules"]),
+                                         fusion_config_from_dict(PER_RULE_ALERTING))
     alerts: list[Alert] = []
     for detection in detections:
         alerts += correlator.process(detection)

@@ -37,6 +37,7 @@ from cluster.sources.replay import replay_files
 from correlator import Correlator
 from correlator.fusion import Alert
 from correlator.records import Verdict
+from correlator.settings import PER_RULE_ALERTING, fusion_config_from_dict
 from detectors.rulefiles import load_rules_from_paths
 from tests.conftest import OTRF, ROOT
 
@@ -59,7 +60,10 @@ def detections_of(files: Sequence[Path]) -> list[dict[str, Any]]:
 
 
 def correlate(detections: Sequence[dict[str, Any]], flush: bool = True) -> list[Alert]:
-    correlator = Correlator.from_ruleset(load_rules_from_paths([ROOT / "rules"]))
+    # per-rule alerting: the console's views are checked on per-rule alerts (entity risk alerts, the
+    # default, name their contributing rules in the explanation, not in rule_ids)
+    correlator = Correlator.from_ruleset(load_rules_from_paths([ROOT / "rules"]),
+                                         fusion_config_from_dict(PER_RULE_ALERTING))
     alerts = [alert for item in detections for alert in correlator.process(item)]
     return alerts + correlator.flush() if flush else alerts
 

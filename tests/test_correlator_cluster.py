@@ -29,6 +29,7 @@ from cluster.kafka.correlator_loop import CorrelatorLoop
 from cluster.processing.detector import InputRecord
 from correlator.fusion import Alert
 from correlator.records import Verdict
+from correlator.settings import PER_RULE_ALERTING
 from tests.conftest import OTRF, ROOT
 from tests.test_shipped_correlations import OTRF_ACCOUNTS, PSEXEC, REAL_LOGON, SPRAYING, failed_logon, line, read
 
@@ -258,7 +259,9 @@ def test_a_criticality_file_changed_while_running_raises_the_priority_of_later_a
 ) -> None:
     lookup = tmp_path / "criticality.csv"
     lookup.write_text("type,name,criticality,role,owner\n")
-    config = _config(broker, tmp_path, criticality=str(lookup))
+    # per-rule alerting: one rule's alert then carries the formula's priority (the default records it
+    # at P4 and pages the host's risk alert, which one rule alone does not open)
+    config = _config(broker, tmp_path, criticality=str(lookup), fusion=PER_RULE_ALERTING)
     _create_topics(config)
     det, rep = config.kafka.detections_topic, config.correlator.repartition_topic
     running.append(Running(config, "c1", [(det, 0), (rep, 0), (det, 1), (rep, 1)]))

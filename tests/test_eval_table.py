@@ -51,15 +51,40 @@ def test_the_table_on_the_small_scenario(small: Evaluation) -> None:
     data = table.to_dict()
     assert [row["mode"] for row in data["rows"]] == list(MODES)
     assert "reduction vs Sigma-only" in table.render()
+    # Risk-based alerting (correlator/priority.py): at the priority cutoff that keeps every incident,
+    # fused pages at least 80% fewer alerts than Sigma-only, and fewer than the deduplicated baseline
+    # (on seed 1: 2 alerts at P1 against 40 and 27).
+    assert fused.reduction is not None and fused.reduction >= 0.8
+    assert fused.alerts_at_recall is not None and deduplicated.alerts_at_recall is not None
+    assert fused.alerts_at_recall < deduplicated.alerts_at_recall
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12's targets, not met by the shipped correlator and model defaults "
-                   "yet: benign admin hosts reach P1 (3 tactics in 7 days, the shipped PsExec/WMI correlation) "
-                   "and anomaly detections open alerts of their own; when tuning meets them, drop this mark")
 def test_the_fused_defaults_meet_the_issue_targets(small: Evaluation) -> None:
+    """Issue 12's targets on the small scenario, seed 1, with the shipped defaults (2 P1 alerts, both
+    incidents; seed 3 meets them too, seed 2 raises no P1 at all). Seed 1 was among the seeds the
+    defaults were chosen on: the P1 precision does not hold on unseen seeds (the test below)."""
     fused, deduplicated = small.table.row("fused"), small.table.row("sigma-only deduplicated")
     assert fused.recall >= 0.95
     assert fused.reduction is not None and fused.reduction >= 0.8
+    assert fused.alerts_at_recall is not None and deduplicated.alerts_at_recall is not None
+    assert fused.alerts_at_recall < deduplicated.alerts_at_recall
+    assert fused.p1_precision is not None and fused.p1_precision >= 0.9
+    # the anomaly models earn their place: without them, P1 is less precise and more alerts are paged
+    # at the same recall (7 P1 alerts, 3 of them incidents, on seed 1)
+    bare = small.table.row("fused without anomaly scores")
+    assert bare.p1_precision is not None and fused.p1_precision > bare.p1_precision
+    assert bare.alerts_at_recall is not None and fused.alerts_at_recall < bare.alerts_at_recall
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12's P1 precision target (0.9) does not hold on seeds the defaults "
+                   "were not chosen on: small seed 4 gives 1 incident in 4 P1 alerts (seeds 5, 6: 0 of 2, 2 of 3; "
+                   "enterprise seeds 4, 5: 0.55, 0.62); the reduction and baseline targets hold there (-93%, 13 "
+                   "against 156 deduplicated); when P1 precision does, drop this mark")
+def test_p1_precision_holds_on_an_unseen_seed(tmp_path: Path) -> None:
+    unseen = evaluate_scenario("small", seed=4, options=EvalOptions(rule_paths=RULES), out_dir=str(tmp_path),
+                               otrf_root=OTRF)
+    fused, deduplicated = unseen.table.row("fused"), unseen.table.row("sigma-only deduplicated")
+    assert fused.recall >= 0.95 and fused.reduction is not None and fused.reduction >= 0.8
     assert fused.alerts_at_recall is not None and deduplicated.alerts_at_recall is not None
     assert fused.alerts_at_recall < deduplicated.alerts_at_recall
     assert fused.p1_precision is not None and fused.p1_precision >= 0.9

@@ -21,11 +21,15 @@ from correlator.criticality import Criticality, load_criticality
 from correlator.fusion import Alert, FusionConfig, FusionEngine, event_time_ms
 from correlator.priority import PriorityConfig, prioritize, priority_of
 from correlator.risk import Contribution, RiskConfig, RiskTable, attack_tags, contribution_dict
+from correlator.settings import PER_RULE_ALERTING, fusion_config_from_dict
 from correlator.suppressions import Suppression, SuppressionError, Suppressions
 from tests.conftest import OTRF, ROOT
 from tests.ocsf_validation import OCSF_SCHEMA, detection_finding_validator, valid
 
 MINUTE = 60_000
+# Per-rule alerting, as before entity risk alerts (correlator/settings.py): the tests of the formula's
+# terms on each rule's own alert run with it; the defaults page entity risk alerts instead.
+PER_RULE = PER_RULE_ALERTING
 AUDIT_CLEARED = "4321628c-82a4-484f-839a-5960f520b30c"  # Security Audit Log Cleared, high
 
 
@@ -142,13 +146,17 @@ def test_inactivity_closes_and_a_new_incident_gets_a_new_id(detections, validato
     assert alerts[-1].count == 2
 
 
+def per_rule(**priority: Any) -> FusionConfig:
+    return fusion_config_from_dict({**PER_RULE, "priority": {**PER_RULE["priority"], **priority}})
+
+
 def test_criticality_entry_raises_priority(detections, validator):
     hits = retimed(audit_cleared(detections)[:2])
-    plain = run(FusionEngine(), hits, validator)
+    plain = run(FusionEngine(per_rule()), hits, validator)
     table, errors = Criticality.from_text("type,name,criticality,role,owner\nhost,WORKSTATION5.corp.local,critical,"
                                           "domain admin workstation,alice\n")
     assert errors == [] and len(table) == 1
-    critical = run(FusionEngine(criticality=table), hits, validator)
+    critical = run(FusionEngine(per_rule(), criticality=table), hits, validator)
     assert last(critical).priority < last(plain).priority
     assert last(critical).priority == 1
     explanation = last(critical, "Update").explanation
@@ -226,7 +234,7 @@ def test_false_positive_with_conditions_and_lower_priority(detections, validator
 
 def test_noisy_rule_on_a_normal_entity_is_demoted(detections, validator):
     hits = retimed(audit_cleared(detections)[:6])
-    config = FusionConfig(priority=PriorityConfig(noisy_hits=4))
+    config = per_rule(noisy_hits=4)
     normal = run(FusionEngine(config), retimed(hits, scores={"host:workstation5": 0.1}), validator)
     unusual = run(FusionEngine(config), retimed(hits, scores={"host:workstation5": 0.9}), validator)
     demoted = last(normal, "Update").explanation["priority"]
@@ -241,7 +249,8 @@ def test_explanation_lists_every_term(detections, validator):
     sigma = [item for item in detections if item["kind"] == "sigma" and item["entity"] == "workstation5"]
     anomalies = [item for item in detections if item["kind"] == "anomaly" and item["entity"] == "workstation5"
                  and item["anomaly"]["entity_type"] == "host"][:3]
-    config = FusionConfig(alerts=AlertConfig(max_refs=5))
+    config = per_rule()
+    config.alerts.max_refs = 5
     engine = FusionEngine(config)
     alerts = run(engine, retimed(anomalies + sigma), validator, close=False)
     snapshot = valid(validator, engine.open_alerts())
@@ -282,7 +291,7 @@ def test_malformed_records_and_unknown_versions_are_counted_skips(detections):
 
 def test_correlation_hit_makes_the_entity_p1_eligible(detections, validator):
     hits = retimed(audit_cleared(detections)[:3])
-    engine = FusionEngine()
+    engine = FusionEngine(per_rule())
     run(engine, hits[:1], validator, close=False)
     hit = SimpleNamespace(id="corr-1", title="Log cleared after credential dumping", level="critical",
                           group_key={"host": "WorkStation5"}, first_time=hits[0]["event_time"],
@@ -468,3 +477,85 @@ def test_a_reloaded_criticality_applies_to_the_next_hit(detections, validator):
     assert update.count == 4 and update.explanation["criticality"]["host"] is None
     assert update.explanation["last_contribution"][0]["criticality_factor"] == 1.0
     assert "criticality" not in update.ocsf["resources"][0]
+
+
+# --- risk-based alerting: entity risk alerts page, per-rule and anomaly detections contribute ---------
+
+START = 1_790_000_000_000
+
+
+def detection(rule_id: str, level: str, tags: list[str], offset: int, minutes: float = 0, entity: str = "ws-01",
+              scores: dict[str, float] | None = None, kind: str = "sigma",
+              anomaly: dict[str, Any] | None = None) -> dict[str, Any]:
+    item = {"schema_version": 1, "kind": kind, "rule": {"id": rule_id, "title": rule_id, "level": level, "tags": tags},
+            "ruleset_version": "v", "entity": entity, "event_time": START + int(minutes * MINUTE),
+            "scores": scores or {}, "model_version": None, "source": {"topic": "t", "partition": 0, "offset": offset},
+            "event": {}}
+    if anomaly is not None:
+        item["anomaly"] = anomaly
+    return item
+
+
+STEPS = [("dump", "high", ["attack.credential-access", "attack.t1003.001"]),
+         ("persist", "high", ["attack.persistence", "attack.t1547.001"]),
+         ("discover", "medium", ["attack.discovery", "attack.t1087.001"])]
+ANOMALOUS = {"host:ws-01": 1.0, "user:mallory": 0.999, "process:evil.exe": 1.0, "dst_ip:203.0.113.9": 0.998}
+
+
+def test_an_entity_risk_alert_pages_the_case_and_rule_alerts_are_recorded(validator):
+    hits = [detection(rule, level, tags, offset, minutes=10 * offset, scores=ANOMALOUS)
+            for offset, (rule, level, tags) in enumerate(STEPS, 1)]
+    alerts = run(FusionEngine(), hits, validator)
+    entity = [a for a in alerts if a.rule_ids == ("risk:entity",)]
+    rules = [a for a in alerts if a.rule_ids != ("risk:entity",)]
+    assert {a.priority for a in rules} == {4}  # recorded risk contributions, not paged
+    assert any(a.explanation["priority"].get("recorded") for a in rules)  # their own formula said more
+    assert entity and min(a.priority for a in entity) == 1
+    case = entity[-1]
+    assert case.ocsf["finding_info"]["types"] == ["risk"]
+    # the case starts with the contributions that built the risk: every step is its evidence
+    assert case.explanation["evidence"]["total"] == 3 and {r["id"] for r in case.explanation["rules"]} == \
+        {"dump", "persist", "discover"}
+    assert case.explanation["priority"]["entity_alert"] is True
+    assert case.explanation["priority"]["corroborated_tactics"] == 3
+
+
+def test_without_the_models_corroboration_a_case_is_p2(validator):
+    quiet = {"host:ws-01": 0.4, "process:evil.exe": 0.2}  # scores known, nothing anomalous
+    steps = [*STEPS, ("exfil", "medium", ["attack.exfiltration", "attack.t1041"])]  # 4 hits: an emitted update
+    hits = [detection(rule, level, tags, offset, minutes=10 * offset, scores=quiet)
+            for offset, (rule, level, tags) in enumerate(steps, 1)]
+    entity = [a for a in run(FusionEngine(), hits, validator) if a.rule_ids == ("risk:entity",)]
+    assert entity and min(a.priority for a in entity) == 2
+    assert any("do not corroborate" in reason for reason in entity[-1].explanation["priority"]["reasons"])
+    # no scores at all (models off): the tactic gate alone decides, as before
+    bare = [detection(rule, level, tags, offset, minutes=10 * offset) for offset, (rule, level, tags) in
+            enumerate(STEPS, 1)]
+    assert min(a.priority for a in run(FusionEngine(), bare, validator) if a.rule_ids == ("risk:entity",)) == 1
+
+
+def test_anomaly_detections_open_no_alert_and_make_the_hosts_context(validator):
+    engine = FusionEngine()
+    anomaly = detection("anomaly-process", "high", [], 1, kind="anomaly",
+                        anomaly={"entity": "process:evil.exe", "entity_type": "process", "score": 0.999,
+                                 "reasons": ["new parent"]})
+    assert engine.process(anomaly) == [] and engine.stats()["counts"]["anomaly_context"] == 1
+    assert engine.anomaly_breadth("ws-01", START) == 0.25
+    # the detection's own anomalous entities count too (its event's anomaly detections come after it)
+    assert engine.anomaly_breadth("ws-01", START, {"host:ws-01": 0.999, "user:bob": 0.2}) == 0.5
+    assert engine.anomaly_breadth("ws-01", START + 2 * 3_600_000) == 0.0  # an hour's window
+    alerts = run(engine, [detection("dump", "high", STEPS[0][2], 2, minutes=1)], validator)
+    assert alerts and all(a.ocsf["finding_info"]["types"] != ["anomaly"] for a in alerts)
+    assert alerts[0].explanation["last_contribution"][0]["anomaly"] == 0.25
+
+
+def test_repeats_stop_adding_and_fleet_prevalence_discounts():
+    table = RiskTable("host", RiskConfig())
+    points = [table.add("ws-01", START + index * MINUTE, "medium", "r", (), (), 0.0, None).points for index in range(8)]
+    assert points[:3] == [15.0, 7.5, 3.75] and points[-1] < 0.2  # no floor: a daily admin tool fades away
+    other = [table.add(host, START, "medium", "fleet", (), (), 0.0, None).repeat_factor
+             for host in ("a", "b", "c", "d")]
+    assert other == [1.0, 0.5, 0.25, 1 / 6]  # min(1, 0.5 / hosts it already hit in the window)
+    back = RiskTable("host", RiskConfig())
+    back.load_state_dict(table.state_dict())
+    assert back.add("e", START, "medium", "fleet", (), (), 0.0, None).repeat_factor == 0.125

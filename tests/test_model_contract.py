@@ -290,7 +290,8 @@ def test_calibrator_pickle_round_trip_and_clone() -> None:
     assert np.array_equal(restored.calibrate_many(probe), cal.calibrate_many(probe))
     fresh = cal.clone()
     assert fresh.window == 50 and not fresh.warm and fresh.remaining() == 50
-    assert len(pickle.dumps(cal)) < 50 * 8 * 2 + 400  # reference + filled part of latest
+    # the reference's windows (4 of 50: 205 learned, history 10) + the filled part of latest
+    assert len(pickle.dumps(cal)) < 50 * 8 * 5 + 400
 
 
 def test_calibrator_state_dict_round_trip_at_every_fill() -> None:
@@ -308,6 +309,21 @@ def test_calibrator_state_dict_round_trip_at_every_fill() -> None:
             assert restored.cutoff(0.9) == cal.cutoff(0.9)
     with pytest.raises(ValueError, match="does not fit its window"):
         QuantileCalibrator.from_state_dict({"window": 10, "reference": None, "latest": np.zeros(10)})
+    with pytest.raises(ValueError, match="does not fit its window"):  # more windows than its history
+        QuantileCalibrator.from_state_dict({"window": 10, "history": 2, "reference": np.zeros(30), "latest": []})
+    # a state from before history (one window) still loads, as a calibrator of one window
+    old = QuantileCalibrator.from_state_dict({"window": 4, "reference": np.arange(4.0), "latest": np.zeros(1)})
+    assert old.history == 1 and old.calibrate(2.0) == 0.625
+
+
+def test_calibrator_reference_holds_the_last_history_windows() -> None:
+    cal = QuantileCalibrator(window=4, history=2)
+    cal.learn_many(np.arange(4.0))  # warm after one window, as before
+    assert cal.warm and cal.calibrate(3.5) == 1.0
+    cal.learn_many(np.arange(10.0, 14.0))  # two windows: 8 reference scores
+    assert cal.calibrate(3.5) == 0.5 and cal.calibrate(20.0) == 1.0
+    cal.learn_many(np.arange(20.0, 24.0))  # the first window leaves
+    assert cal.calibrate(3.5) == 0.0 and cal.calibrate(15.0) == 0.5
 
 
 def test_calibrator_warm_up_calibrates_to_zero_and_cuts_off_nothing() -> None:

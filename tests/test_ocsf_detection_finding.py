@@ -34,7 +34,9 @@ def finding() -> dict[str, Any]:
                  "source": {"topic": "events", "partition": 3, "offset": 42, "timestamp_ms": None},
                  "event": {"TargetUserName": "CORP\\alice", "Image": "C:\\powershell.exe"}}
     alerts = engine.process(detection)
-    assert [alert.activity for alert in alerts] == ["Create"]
+    # the rule's own alert (recorded), then the host's risk alert it opens (a high rule, 2 tactics)
+    assert [alert.activity for alert in alerts] == ["Create", "Create"]
+    assert alerts[1].rule_ids == ("risk:entity",) and alerts[1].ocsf["finding_info"]["types"] == ["risk"]
     return alerts[0].ocsf
 
 

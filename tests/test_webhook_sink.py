@@ -30,6 +30,7 @@ from cluster.sinks.webhook import (
     TIMESTAMP_HEADER,
 )
 from correlator import Alert, FusionEngine
+from correlator.settings import PER_RULE_ALERTING, fusion_config_from_dict
 
 SECRET = "whsec-7Hq2-do-not-log-Zp91"
 
@@ -44,7 +45,7 @@ def _detection(offset: int, minute: int, host: str) -> dict[str, Any]:
 
 def _alerts(hosts: int = 3, minutes: int = 4) -> list[Alert]:
     """Real fusion output: per host a Create (P3) then Updates at counts 2 and 4 (P2)."""
-    fusion = FusionEngine()
+    fusion = FusionEngine(fusion_config_from_dict(PER_RULE_ALERTING))  # per-rule alerts: P3, then P2
     out: list[Alert] = []
     offset = 0
     for minute in range(minutes):

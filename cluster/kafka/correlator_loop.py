@@ -139,7 +139,9 @@ class CorrelatorLoop:
             config.kafka, f"{config.kafka.group_id}.correlator",
             **{"enable.auto.commit": False, "auto.offset.reset": "earliest", "isolation.level": "read_committed",
                "queued.max.messages.kbytes": 16384, "client.id": f"sigmaray-{worker}"})
-        self.verdicts = self._verdicts_consumer(worker)
+        self.worker = worker
+        self.verdicts: Any = None  # opened once the broker answers and the topic exists (`_read_verdicts`)
+        self._verdicts_next = 0.0
         self.verdict_log: OrderedDict[str, Verdict] = OrderedDict()
         self.batch_bytes = 1_000_000
         self.floor: dict[Partition, int] = {}
@@ -155,11 +157,16 @@ class CorrelatorLoop:
         return build_correlator(self.config, self.ruleset, self.criticality)
 
     def _verdicts_consumer(self, worker: str) -> Any:
-        """Reads the whole verdicts topic from its start; never commits (every correlator reads all)."""
+        """Reads the whole verdicts topic from its start; never commits (every correlator reads all).
+        None while the broker does not answer or the topic does not exist (tried again later)."""
         topic = self.config.correlator.verdicts_topic
-        found = kafka.existing_topics(self.config.kafka).get(topic)
+        try:
+            found = kafka.existing_topics(self.config.kafka).get(topic)
+        except KafkaException as error:
+            self.metrics.last_error = f"verdicts topic {topic}: {error}"
+            return None
         if not found:
-            self.metrics.last_error = f"verdicts topic {topic} does not exist: verdicts are not read"
+            self.metrics.last_error = f"verdicts topic {topic} does not exist: verdicts are not read yet"
             return None
         consumer = kafka.consumer(self.config.kafka, f"{self.config.kafka.group_id}.verdicts-reader",
                                   **{"enable.auto.commit": False, "client.id": f"sigmaray-{worker}-verdicts"})
@@ -391,7 +398,12 @@ class CorrelatorLoop:
 
     def _read_verdicts(self) -> None:
         if self.verdicts is None:
-            return
+            if time.monotonic() < self._verdicts_next:
+                return
+            self._verdicts_next = time.monotonic() + 10
+            self.verdicts = self._verdicts_consumer(self.worker)
+            if self.verdicts is None:
+                return
         for message in self.verdicts.consume(500, 0):
             if message.error() is not None:
                 continue

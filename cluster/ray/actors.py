@@ -266,6 +266,7 @@ class Supervisor:
         # watch, or the partitions of a replaced worker would stay unowned.
         self.balanced = False
         self.last_error: str | None = None  # current only: cleared by the next quiet watch round
+        self.topics_pending = False  # the correlator's topics are still to be created (broker was down)
         self.worker_errors: list[str] = []  # why replaced workers were replaced
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
@@ -276,8 +277,13 @@ class Supervisor:
         the workers wait for it and the watch assigns partitions once it answers."""
         self._check_output_topics()
         correlators = self.parsed.correlator.instances if self.parsed.correlator.enabled else 0
+        self.topics_pending = bool(correlators)
         if correlators:
-            self._ensure_correlator_topics()
+            try:
+                self._ensure_correlator_topics()
+                self.topics_pending = False
+            except Exception as error:  # broker unreachable now: the watch creates them once it answers
+                self.last_error = f"correlator topics: {type(error).__name__}: {error}"
         try:
             self.scale(self.parsed.workers, correlators)
         except Exception as error:  # the rebalance needs topic metadata; retried by the watch
@@ -363,6 +369,10 @@ class Supervisor:
     def _watch(self) -> None:
         while not self.stop_event.wait(2.0):
             try:
+                if self.topics_pending:
+                    self._ensure_correlator_topics()
+                    self.topics_pending = False
+                    self.balanced = False  # the repartition topic's partitions now exist
                 self._replace_dead()
                 if not self.balanced:
                     with self.lock:
