@@ -64,7 +64,11 @@ def test_run_status_scale_promote_and_metrics_of_a_running_cluster(broker: str, 
                 address, metrics_url = found.groups()
             assert process.poll() is None, (tmp_path / "run.log").read_text()
         assert address and metrics_url, (tmp_path / "run.log").read_text()
-        console = re.search(r"console at (http://\S+)", (tmp_path / "run.log").read_text())
+        console = None
+        deadline = time.monotonic() + 60  # printed just after the Ray line, once the console listens
+        while console is None and time.monotonic() < deadline:
+            console = re.search(r"console at (http://\S+)", (tmp_path / "run.log").read_text())
+            time.sleep(0.5)
         assert console, (tmp_path / "run.log").read_text()
         assert urllib.request.urlopen(console.group(1).rstrip("/") + "/login", timeout=10).status == 200
 
