@@ -208,3 +208,28 @@ def committed_offsets(client: Consumer, partitions: list[TopicPartition], timeou
             if not waiting or time.monotonic() >= deadline:
                 raise
             time.sleep(0.5)
+
+
+def commit_next(client: Consumer, last_offsets: Mapping[tuple[str, int], int], floor: dict[tuple[str, int], int]) -> None:
+    """Commits each partition's next offset (last processed + 1), never below what `floor` says
+    is committed already (records replayed only to rebuild state commit nothing), and raises
+    `floor` to what was committed. Both loops commit through here."""
+    offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last_offsets.items() if o + 1 > floor.get((t, p), -1)]
+    if not offsets:
+        return
+    client.commit(offsets=offsets, asynchronous=False)
+    for tp in offsets:
+        floor[(tp.topic, tp.partition)] = tp.offset
+
+
+def consumer_lag(client: Consumer, partitions: Sequence[tuple[str, int]]) -> dict[str, int] | None:
+    """Records behind the high watermark per partition ("topic[n]"), or None when the broker does
+    not answer (the caller keeps the last known lag)."""
+    lag: dict[str, int] = {}
+    try:
+        for tp in client.position([TopicPartition(t, p) for t, p in partitions]):
+            _low, high = client.get_watermark_offsets(tp, timeout=2, cached=False)
+            lag[f"{tp.topic}[{tp.partition}]"] = max(high - tp.offset, 0) if tp.offset >= 0 else high
+    except KafkaException:
+        return None
+    return lag

@@ -360,12 +360,7 @@ class CorrelatorLoop:
         for record in records:
             key = (record.topic, record.partition)
             last[key] = max(last.get(key, -1), record.offset)
-        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items() if o + 1 > self.floor.get((t, p), -1)]
-        if not offsets:
-            return
-        self.consumer.commit(offsets=offsets, asynchronous=False)
-        for tp in offsets:
-            self.floor[(tp.topic, tp.partition)] = tp.offset
+        kafka.commit_next(self.consumer, last, self.floor)
 
     def rewind(self, records: list[InputRecord]) -> None:
         """The unit was not delivered: back to each partition's last saved state, replayed to the
@@ -473,14 +468,9 @@ class CorrelatorLoop:
             self.metrics.ruleset_version = self.ruleset.version
 
     def update_lag(self) -> None:
-        lag: dict[str, int] = {}
-        try:
-            for tp in self.consumer.position([TopicPartition(t, p) for t, p in self.metrics.partitions]):
-                _low, high = self.consumer.get_watermark_offsets(tp, timeout=2, cached=False)
-                lag[f"{tp.topic}[{tp.partition}]"] = max(high - tp.offset, 0) if tp.offset >= 0 else high
-        except KafkaException:
-            return
-        self.metrics.lag = lag
+        lag = kafka.consumer_lag(self.consumer, self.metrics.partitions)
+        if lag is not None:  # None: broker unreachable, keep the last known lag
+            self.metrics.lag = lag
 
     def status(self) -> dict[str, Any]:
         return {**self.metrics.to_dict(), "state": self.states.metrics()}

@@ -461,15 +461,9 @@ class PartitionLoop:
 
     def update_lag(self) -> None:
         """Consumer lag per owned partition (high watermark minus position), for status and metrics."""
-        lag: dict[str, int] = {}
-        try:
-            positions = self.consumer.position([TopicPartition(t, p) for t, p in self.metrics.partitions])
-            for tp in positions:
-                _low, high = self.consumer.get_watermark_offsets(tp, timeout=2, cached=False)
-                lag[f"{tp.topic}[{tp.partition}]"] = max(high - tp.offset, 0) if tp.offset >= 0 else high
-        except KafkaException:
-            return  # broker unreachable: keep the last known lag
-        self.metrics.lag = lag
+        lag = kafka.consumer_lag(self.consumer, self.metrics.partitions)
+        if lag is not None:  # None: broker unreachable, keep the last known lag
+            self.metrics.lag = lag
 
     def _swap_rules(self) -> None:
         """Between batches: pick up rule changes, install a ruleset compiled in the background."""
@@ -507,12 +501,7 @@ class PartitionLoop:
         for record in records:
             key = (record.topic, record.partition)
             last[key] = max(last.get(key, -1), record.offset)
-        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items() if o + 1 > self.floor.get((t, p), -1)]
-        if not offsets:
-            return  # only replayed records: nothing new to commit
-        self.consumer.commit(offsets=offsets, asynchronous=False)
-        for tp in offsets:
-            self.floor[(tp.topic, tp.partition)] = tp.offset
+        kafka.commit_next(self.consumer, last, self.floor)
 
     def rewind(self, records: list[InputRecord]) -> None:
         first: dict[Partition, int] = {}
