@@ -278,14 +278,6 @@ class FusionEngine:
         if (type(rule) is not dict and not isinstance(rule, Mapping)) or not isinstance(rule.get("id"), str) \
                 or not rule["id"]:
             raise _Skip("bad rule")
-        rule_id: str = rule["id"]
-        raw_entity = get("entity")
-        # a known raw value passed the check below when it was cached
-        entity = _HOSTS.get(raw_entity) if type(raw_entity) is str else None
-        if entity is None:
-            if not isinstance(raw_entity, str) or not raw_entity.strip():
-                raise _Skip("no entity")
-            entity = _host(raw_entity)
         source = get("source")
         now = get("event_time")
         # the usual case first: ms as an int (event_time_ms returns it as is, after the same check)
@@ -300,6 +292,33 @@ class FusionEngine:
                 self.counts["time_from_watermark"] += 1
             else:
                 self.counts["time_from_source"] += 1
+        return self._fuse(detection, kind, rule, source, now)
+
+    def fuse(self, detection: Mapping[str, Any], now: int) -> list[Alert]:
+        """A detection record that `correlator.records.check_detection` passed, at event time
+        `now` (ms): the Correlator's path, which checks each record once and reads its time
+        once (`process` does both itself)."""
+        self.counts["received"] += 1
+        try:
+            return self._fuse(detection, detection["kind"], detection["rule"], detection["source"], now)
+        except _Skip as skip:
+            self.skipped[str(skip)] += 1
+            return []
+        except Exception as error:  # noqa: BLE001 - one bad record never stops the stream
+            self.skipped[f"error: {type(error).__name__}"] += 1
+            return []
+
+    def _fuse(self, detection: Mapping[str, Any], kind: str, rule: Mapping[str, Any], source: Any,
+              now: int) -> list[Alert]:
+        get = detection.get
+        rule_id: str = rule["id"]
+        raw_entity = get("entity")
+        # a known raw value passed the check below when it was cached
+        entity = _HOSTS.get(raw_entity) if type(raw_entity) is str else None
+        if entity is None:
+            if not isinstance(raw_entity, str) or not raw_entity.strip():
+                raise _Skip("no entity")
+            entity = _host(raw_entity)
         ref = None
         if (type(source) is dict or isinstance(source, Mapping)) and "offset" in source:
             # a tuple: immutable and atomic, so the garbage collector stops tracking the refs alerts keep

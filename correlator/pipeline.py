@@ -4,10 +4,10 @@ the cluster alerts on.
 
 For each detection record (the dicts workers produce to the detections topic):
 
-1. the record is validated (`Detection.from_dict`, the typed, versioned detection record defined
-   here and written by the workers (cluster/processing/records.py): its schema version,
-   kind, rule, source, event); a bad one is a counted skip with its reason (`stats()["skipped"]`),
-   never an exception;
+1. the record is checked once (`check_detection`: what `Detection.from_dict` accepts, the typed,
+   versioned detection record the workers write (cluster/processing/records.py): its schema
+   version, kind, rule, source, event); a bad one is a counted skip with its reason
+   (`stats()["skipped"]`), never an exception;
 2. a Sigma detection becomes a `Hit` (rule id, event time, the event as fields, the source
    partition and (topic, partition, offset) as evidence) for the `CorrelationEngine` (a record
    without a usable event time, nor a source timestamp, takes the latest event time seen, as
@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from correlator.correlations import CorrelationEngine, suppressed_rule_ids
 from correlator.criticality import Criticality
 from correlator.fusion import HOST_GROUP_FIELDS, Alert, FusionConfig, FusionEngine, event_time_ms
-from correlator.records import CorrelationHit, Detection, Hit, Verdict, correlation_hit_from_dict
+from correlator.records import CorrelationHit, Detection, Hit, Verdict, check_detection, correlation_hit_from_dict
 from correlator.routing import Routed, Router
 
 if TYPE_CHECKING:
@@ -145,16 +145,17 @@ class Correlator:
             self.counts["correlation"] += 1
             return self.fuse_correlation(hit), []
         try:
-            record = Detection.from_dict(detection)
+            kind = check_detection(detection)
         except ValueError as error:
             self.skipped[str(error)] += 1
             return [], []
-        self.counts[record.kind] += 1
+        self.counts[kind] += 1
         routed: list[Routed] = []
-        rule_id = record.rule_id
-        time = self._time(record.event_time, record.source)
-        if record.kind == "sigma" and rule_id in self.router.rule_ids:
-            rule_hit = self._hit(record.source, rule_id, record.event, time, partition)
+        rule_id: str = detection["rule"]["id"]
+        source: Mapping[str, Any] = detection["source"]
+        time = self._time(detection.get("event_time"), source)
+        if kind == "sigma" and rule_id in self.router.rule_ids:
+            rule_hit = self._hit(source, rule_id, detection["event"], time, partition)
             if rule_hit is None:
                 self.counts["no_event_time"] += 1
             else:
@@ -163,7 +164,9 @@ class Correlator:
         if rule_id in self.suppressed:
             self.counts["suppressed_base"] += 1
             return [], routed
-        alerts = self._indexed(self.fusion.process(detection))
+        # checked once, timed once: fusion takes both (without a time, it counts the skip itself)
+        fused = self.fusion.fuse(detection, time) if time is not None else self.fusion.process(detection)
+        alerts = self._indexed(fused)
         self.counts["alerts"] += len(alerts)
         return alerts, routed
 

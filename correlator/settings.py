@@ -28,7 +28,7 @@ alerting of before (every rule's alert takes the formula's priority; anomaly det
 (120.0, 60.0, ('TargetUserName',))
 >>> fusion_config_from_dict({"priority": {"p1_rsk": 1}})  # doctest: +ELLIPSIS
 Traceback (most recent call last):
-ValueError: unknown key priority.p1_rsk (known: demote_below, ..., p3_risk)
+ValueError: unknown key priority.p1_rsk (known: correlation_alert_levels, ..., rule_alert_priority)
 """
 
 from __future__ import annotations
