@@ -33,8 +33,17 @@ from typing import Any
 from correlator.alerts import AlertBook, AlertConfig, AlertState, RuleHits
 from correlator.criticality import LEVELS, Asset, Criticality
 from correlator.ocsf import ACTIVITIES, detection_finding
-from correlator.priority import PriorityConfig, PriorityResult, prioritize, priority_of
-from correlator.risk import POINTS, RISK_AFTER, RiskConfig, RiskTable, as_contribution_dict, attack_tags, contribution_dict
+from correlator.priority import PriorityConfig, PriorityResult, prioritize, priority_of, tactic_steps, technique_step
+from correlator.risk import (
+    POINTS,
+    REPEAT_FACTOR,
+    RISK_AFTER,
+    RiskConfig,
+    RiskTable,
+    as_contribution_dict,
+    attack_tags,
+    contribution_dict,
+)
 from correlator.suppressions import FeedbackConfig, Suppression, Suppressions
 from models.entities import normalize
 
@@ -45,15 +54,18 @@ LEVEL_RANK = {"informational": 0, "low": 1, "medium": 2, "high": 3, "critical": 
 CONTRIBUTION_FORMULA = ("points = (level_points * repeat_factor + tactic_bonus * new_tactics + technique_bonus * "
                         "new_techniques) * weight * (1 + anomaly_alpha * anomaly) * criticality_factor; "
                         "risk = risk_before * 2^(-dt/half_life) + points")
-PRIORITY_FORMULA = ("risk = max(host risk, user risk); P1 if risk >= p1_risk and a P1 gate (high/critical rule on a "
-                    "high/critical asset, >= p1_min_tactics distinct tactics in the window, or a correlation hit), "
-                    "else P2; P2 if risk >= p2_risk; P3 if risk >= p3_risk; else P4; one step lower when the rule is "
-                    "noisy on the entity and its anomaly score is below demote_below")
+PRIORITY_FORMULA = ("risk = max(host risk, user risk); P1 if risk >= p1_risk and a P1 gate (a novel high/critical rule "
+                    "on a high/critical asset with >= p1_criticality_tactics tactics, >= p1_min_tactics distinct "
+                    "tactics in the window (entity alerts: of novel, corroborated detections, one technique each), or a "
+                    "correlation hit), after the learning period, else P2; P2 if risk >= p2_risk; P3 if risk >= "
+                    "p3_risk; else P4; one step lower when the rule is noisy on the entity and its anomaly score is "
+                    "below demote_below")
 # group-by fields of a correlation that name its host (else the group's values, joined, are the entity)
 HOST_GROUP_FIELDS = ("Computer", "ComputerName", "Hostname", "host", "hostname", "entity")
 _NOBODY = frozenset({"", "-", "system", "local service", "network service", "anonymous logon", "n/a"})
 _UNSET: Any = object()
 _ASSET_CACHE_CAP = 50_000  # per entity type; past it the cache starts over
+MAX_STEPS = 16  # techniques remembered per corroborated tactic of a host (the latest)
 _COUNT_NAMES = {activity_id: f"alerts_{name.lower()}" for activity_id, name in ACTIVITIES.items()}
 _isfinite = math.isfinite
 
@@ -227,7 +239,8 @@ class FusionEngine:
         # host -> its latest contributions while no entity alert is open (see _entity_hit)
         self._recent: OrderedDict[str, deque[tuple[Any, ...]]] = OrderedDict()
         self._first_ms: int | None = None  # the first event time seen: PriorityConfig.learning_ms runs from it
-        self._corroborated: OrderedDict[str, dict[str, int]] = OrderedDict()  # host -> tactic -> ms (_entity_hit)
+        # host -> tactic -> technique (or rule id) -> last ms, of corroborating contributions (_entity_hit)
+        self._corroborated: OrderedDict[str, dict[str, dict[str, int]]] = OrderedDict()
         # host -> anomalous entity id -> last ms (see anomaly_breadth)
         self._anomalous: OrderedDict[str, OrderedDict[str, int]] = OrderedDict()
 
@@ -628,23 +641,37 @@ class FusionEngine:
             items = [current]
             case_tactics = set(state.tactics).union(tactics)
         risk, max_level, asset_criticality, correlated, anomaly = decided
-        # the P1 tactic gate counts the tactics of corroborated contributions (anomaly context >=
-        # p1_anomaly) in the case window: an intrusion's steps come with new processes, addresses
-        # and accounts; a server's routine, once the models know it, does not
+        # the P1 tactic gate counts the tactics of corroborating contributions in the case window:
+        # made with the anomaly context >= p1_anomaly (an intrusion's steps come with new processes,
+        # addresses and accounts; a server's routine, once the models know it, does not; without
+        # models, any) and novel (a rule new on the host and rare in the fleet: routine admin work
+        # repeats), each tactic by a technique of its own (priority.tactic_steps)
+        novelty = host_contribution[REPEAT_FACTOR]
         corroborated = self._corroborated.get(entity)
-        if anomaly is not None and anomaly >= config.p1_anomaly and tactics:
+        if tactics and (anomaly is None or anomaly >= config.p1_anomaly) and novelty >= config.p1_novelty:
             if corroborated is None:
                 if len(self._corroborated) >= self.config.risk.max_entities:
                     self._corroborated.pop(next(iter(self._corroborated)))
                 corroborated = self._corroborated[entity] = {}
+            steps = tuple(dict.fromkeys(technique_step(name) for name in techniques)) or (rule_id,)
             for name in tactics:
-                corroborated[name] = now
+                seen = corroborated.get(name)
+                if seen is None:
+                    seen = corroborated[name] = {}
+                for step in steps:
+                    seen.pop(step, None)
+                    seen[step] = now
+                while len(seen) > MAX_STEPS:  # the latest steps of a tactic (insertion order: oldest first)
+                    del seen[next(iter(seen))]
         horizon = now - book.config.risk_inactivity_ms
-        gate_tactics = sum(1 for ms in corroborated.values() if ms >= horizon) if corroborated else 0
-        if anomaly is None:  # no models (scores absent): every tactic of the case counts
-            gate_tactics = len(case_tactics)
+        if not corroborated:
+            gate_tactics = 0
+        elif config.p1_distinct_techniques:
+            gate_tactics = len(tactic_steps(corroborated, horizon))
+        else:
+            gate_tactics = sum(1 for seen in corroborated.values() if any(ms >= horizon for ms in seen.values()))
         priority, _ = priority_of(config, risk, gate_tactics, max_level, asset_criticality, correlated, anomaly,
-                                  False)
+                                  False, novelty)
         learning = self._first_ms is not None and now - self._first_ms < config.learning_ms
         if learning and priority == 1:  # PriorityConfig.learning_ms: no P1 yet
             priority = 2
@@ -695,13 +722,15 @@ class FusionEngine:
         if new or state.priority < state.emitted_priority or count & (count - 1) == 0:
             state.emitted_priority = min(state.emitted_priority, state.priority)
             result = prioritize(config, risk, gate_tactics, max_level, asset_criticality, correlated,
-                                anomaly, False)
+                                anomaly, False, novelty)
             last = [host_contribution] if user_contribution is None else [host_contribution, user_contribution]
             state.explanation = self._explain(state, result, entity, user, host_asset, user_asset,
                                               len(state.tactics), last)
-            state.explanation["priority"] = {**state.explanation["priority"], "priority": f"P{state.priority}",
-                                             "entity_alert": True, "case_tactics": len(state.tactics),
-                                             "corroborated_tactics": gate_tactics}
+            state.explanation["priority"] = {
+                **state.explanation["priority"], "priority": f"P{state.priority}", "entity_alert": True,
+                "case_tactics": len(state.tactics), "corroborated_tactics": gate_tactics,
+                # each corroborated tactic and the technique (or rule) that stands for it (priority.tactic_steps)
+                "corroborated_steps": tactic_steps(corroborated, horizon) if corroborated else {}}
             if learning:
                 state.explanation["priority"]["reasons"] = [
                     *state.explanation["priority"]["reasons"],
@@ -906,7 +935,8 @@ class FusionEngine:
                 "seen": [list(key) for key in self._seen], "counts": dict(self.counts), "skipped": dict(self.skipped),
                 "first_ms": self._first_ms,
                 "anomalous": [[host, [[key, ms] for key, ms in seen.items()]] for host, seen in self._anomalous.items()],
-                "corroborated": [[host, dict(seen)] for host, seen in self._corroborated.items()],
+                "corroborated": [[host, {tactic: dict(steps) for tactic, steps in seen.items()}]
+                                 for host, seen in self._corroborated.items()],
                 "recent": [[entity, [[item[0], None if item[1] is None else list(item[1]), *item[2:5], list(item[5]),
                                       list(item[6])] for item in items]] for entity, items in self._recent.items()]}
 
@@ -925,8 +955,11 @@ class FusionEngine:
         self._first_ms = state.get("first_ms")
         self._anomalous = OrderedDict((host, OrderedDict((str(key), int(ms)) for key, ms in seen))
                                       for host, seen in state.get("anomalous", ()))
-        self._corroborated = OrderedDict((host, {str(key): int(ms) for key, ms in seen.items()})
-                                         for host, seen in state.get("corroborated", ()))
+        # tactic -> ms (a state of before tactic_steps): one step of its own per tactic
+        self._corroborated = OrderedDict(
+            (host, {str(key): ({str(step): int(ms) for step, ms in value.items()} if isinstance(value, Mapping)
+                               else {f"tactic:{key}": int(value)}) for key, value in seen.items()})
+            for host, seen in state.get("corroborated", ()))
         size = self.config.alerts.recent_contributions
         self._recent = OrderedDict(
             (entity, deque(((int(item[0]), None if item[1] is None else tuple(item[1]), item[2], item[3], item[4],

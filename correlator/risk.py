@@ -200,7 +200,8 @@ class Contribution:
 # the dict only for an explanation.
 ContributionValues = tuple[str, str, str, float, float, tuple[str, ...], tuple[str, ...], float, float, float,
                            float, float, str | None, float, float, float, float]
-POINTS: Final = 14  # indexes into ContributionValues
+REPEAT_FACTOR: Final = 4  # indexes into ContributionValues
+POINTS: Final = 14
 RISK_AFTER: Final = 16
 
 

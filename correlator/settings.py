@@ -10,7 +10,8 @@ value of the wrong type is a ValueError naming the key path, e.g. `priority.p1_r
                 criticality_factors {level: factor}, max_entities, ttl_ms
     priority:   p1_risk, p2_risk, p3_risk, p1_min_tactics, p1_levels [..], p1_criticality [..],
                 demote_below, noisy_hits, noisy_rules [rule id, ...], p1_anomaly (1.0),
-                learning_ms (0 = off), correlation_gate (false), entity_alerts (true),
+                learning_ms (24 h; 0 = off), p1_novelty (0.5), p1_distinct_techniques (true),
+                p1_criticality_tactics (2), correlation_gate (false), entity_alerts (true),
                 entity_min_tactics (2), rule_alert_priority (4), correlation_alert_levels [critical]
     alerts:     inactivity_ms (1 h), risk_inactivity_ms (24 h), anomaly_alerts (false),
                 recent_contributions (64), max_refs, max_contributions, max_open, max_closed
@@ -47,7 +48,8 @@ __all__ = ["PER_RULE_ALERTING", "fusion_config_from_dict"]
 
 # The settings of per-rule alerting, as before entity risk alerts (fusion_config_from_dict input).
 PER_RULE_ALERTING: dict[str, dict[str, Any]] = {
-    "priority": {"entity_alerts": False, "rule_alert_priority": 1, "correlation_gate": True, "p1_anomaly": 0},
+    "priority": {"entity_alerts": False, "rule_alert_priority": 1, "correlation_gate": True, "p1_anomaly": 0,
+                 "p1_criticality_tactics": 0},
     "alerts": {"anomaly_alerts": True},
     "risk": {"repeat_floor": 0.05, "prevalence_entities": 0, "anomaly_breadth": 0},
 }

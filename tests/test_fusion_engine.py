@@ -402,18 +402,21 @@ def test_correlation_engine_hits_are_accepted(detections, validator):
 
 
 def test_priority_of_decides_as_prioritize():
-    configs = [PriorityConfig(), PriorityConfig(noisy_hits=2, p1_min_tactics=1, demote_below=0.9)]
+    configs = [PriorityConfig(), PriorityConfig(noisy_hits=2, p1_min_tactics=1, demote_below=0.9),
+               PriorityConfig(p1_criticality_tactics=0)]
     for config in configs:
         for risk in (0.0, 24.9, 25.0, 59.0, 60.0, 99.9, 100.0, 500.0):
-            for tactics in (0, 1, 3):
+            for tactics in (0, 1, 2, 3):
                 for level in ("low", "high", None):
                     for criticality in (None, "medium", "critical"):
                         for correlation in (False, True):
                             for anomaly in (None, 0.1, 0.95):
                                 for noisy in (False, True):
-                                    args = (config, risk, tactics, level, criticality, correlation, anomaly, noisy)
-                                    result = prioritize(*args)
-                                    assert priority_of(*args) == (result.priority, result.demoted), args
+                                    for novelty in (1.0, 0.25):
+                                        args = (config, risk, tactics, level, criticality, correlation, anomaly,
+                                                noisy, novelty)
+                                        result = prioritize(*args)
+                                        assert priority_of(*args) == (result.priority, result.demoted), args
 
 
 def test_contribute_is_add_and_tactic_count_is_a_scan():
@@ -500,12 +503,21 @@ STEPS = [("dump", "high", ["attack.credential-access", "attack.t1003.001"]),
          ("persist", "high", ["attack.persistence", "attack.t1547.001"]),
          ("discover", "medium", ["attack.discovery", "attack.t1087.001"])]
 ANOMALOUS = {"host:ws-01": 1.0, "user:mallory": 0.999, "process:evil.exe": 1.0, "dst_ip:203.0.113.9": 0.998}
+DAY = 24 * 60  # minutes
+
+
+def learned() -> FusionEngine:
+    """An engine past its learning period (PriorityConfig.learning_ms, a day of event time): it saw
+    a routine hit on another host a day before START."""
+    engine = FusionEngine()
+    engine.process(detection("routine", "low", [], 999_999, minutes=-DAY - 1, entity="srv-00"))
+    return engine
 
 
 def test_an_entity_risk_alert_pages_the_case_and_rule_alerts_are_recorded(validator):
     hits = [detection(rule, level, tags, offset, minutes=10 * offset, scores=ANOMALOUS)
             for offset, (rule, level, tags) in enumerate(STEPS, 1)]
-    alerts = run(FusionEngine(), hits, validator)
+    alerts = run(learned(), hits, validator)
     entity = [a for a in alerts if a.rule_ids == ("risk:entity",)]
     rules = [a for a in alerts if a.rule_ids != ("risk:entity",)]
     assert {a.priority for a in rules} == {4}  # recorded risk contributions, not paged
@@ -518,6 +530,12 @@ def test_an_entity_risk_alert_pages_the_case_and_rule_alerts_are_recorded(valida
         {"dump", "persist", "discover"}
     assert case.explanation["priority"]["entity_alert"] is True
     assert case.explanation["priority"]["corroborated_tactics"] == 3
+    assert case.explanation["priority"]["corroborated_steps"] == {"credential-access": "T1003", "persistence": "T1547",
+                                                                  "discovery": "T1087"}
+    # the same case in the engine's first day of event time: its baselines have not seen a day yet
+    first_day = [a for a in run(FusionEngine(), hits, validator) if a.rule_ids == ("risk:entity",)]
+    assert min(a.priority for a in first_day) == 2
+    assert any("learning period" in reason for reason in first_day[-1].explanation["priority"]["reasons"])
 
 
 def test_without_the_models_corroboration_a_case_is_p2(validator):
@@ -525,37 +543,66 @@ def test_without_the_models_corroboration_a_case_is_p2(validator):
     steps = [*STEPS, ("exfil", "medium", ["attack.exfiltration", "attack.t1041"])]  # 4 hits: an emitted update
     hits = [detection(rule, level, tags, offset, minutes=10 * offset, scores=quiet)
             for offset, (rule, level, tags) in enumerate(steps, 1)]
-    entity = [a for a in run(FusionEngine(), hits, validator) if a.rule_ids == ("risk:entity",)]
+    entity = [a for a in run(learned(), hits, validator) if a.rule_ids == ("risk:entity",)]
     assert entity and min(a.priority for a in entity) == 2
     assert any("do not corroborate" in reason for reason in entity[-1].explanation["priority"]["reasons"])
     # no scores at all (models off): the tactic gate alone decides, as before
     bare = [detection(rule, level, tags, offset, minutes=10 * offset) for offset, (rule, level, tags) in
             enumerate(STEPS, 1)]
-    assert min(a.priority for a in run(FusionEngine(), bare, validator) if a.rule_ids == ("risk:entity",)) == 1
+    assert min(a.priority for a in run(learned(), bare, validator) if a.rule_ids == ("risk:entity",)) == 1
 
 
-def test_anomaly_detections_open_no_alert_and_make_the_hosts_context(validator):
-    engine = FusionEngine()
-    anomaly = detection("anomaly-process", "high", [], 1, kind="anomaly",
-                        anomaly={"entity": "process:evil.exe", "entity_type": "process", "score": 0.999,
-                                 "reasons": ["new parent"]})
-    assert engine.process(anomaly) == [] and engine.stats()["counts"]["anomaly_context"] == 1
-    assert engine.anomaly_breadth("ws-01", START) == 0.25
-    # the detection's own anomalous entities count too (its event's anomaly detections come after it)
-    assert engine.anomaly_breadth("ws-01", START, {"host:ws-01": 0.999, "user:bob": 0.2}) == 0.5
-    assert engine.anomaly_breadth("ws-01", START + 2 * 3_600_000) == 0.0  # an hour's window
-    alerts = run(engine, [detection("dump", "high", STEPS[0][2], 2, minutes=1)], validator)
-    assert alerts and all(a.ocsf["finding_info"]["types"] != ["anomaly"] for a in alerts)
-    assert alerts[0].explanation["last_contribution"][0]["anomaly"] == 0.25
+def test_one_technique_is_one_step_whatever_its_tactics(validator):
+    """A scheduled task (T1053.005) is tagged execution, persistence and privilege escalation: two
+    rules of it are one step of an intrusion, not three tactics, and make no P1."""
+    tags = ["attack.execution", "attack.persistence", "attack.privilege-escalation", "attack.t1053.005"]
+    hits = [detection(rule, "high", tags, offset, minutes=10 * offset, scores=ANOMALOUS)
+            for offset, rule in enumerate(("schtasks", "schtasks-env"), 1)]
+    entity = [a for a in run(learned(), hits, validator) if a.rule_ids == ("risk:entity",)]
+    assert entity and min(a.priority for a in entity) == 2
+    assert entity[-1].explanation["priority"]["corroborated_tactics"] == 1
+    # counted per tactic instead (p1_distinct_techniques off), the same hits are three tactics: P1
+    engine = FusionEngine(FusionConfig(priority=PriorityConfig(p1_distinct_techniques=False)))
+    engine.process(detection("routine", "low", [], 999_999, minutes=-DAY - 1, entity="srv-00"))
+    assert min(a.priority for a in run(engine, hits, validator) if a.rule_ids == ("risk:entity",)) == 1
 
 
-def test_repeats_stop_adding_and_fleet_prevalence_discounts():
-    table = RiskTable("host", RiskConfig())
-    points = [table.add("ws-01", START + index * MINUTE, "medium", "r", (), (), 0.0, None).points for index in range(8)]
-    assert points[:3] == [15.0, 7.5, 3.75] and points[-1] < 0.2  # no floor: a daily admin tool fades away
-    other = [table.add(host, START, "medium", "fleet", (), (), 0.0, None).repeat_factor
-             for host in ("a", "b", "c", "d")]
-    assert other == [1.0, 0.5, 0.25, 1 / 6]  # min(1, 0.5 / hosts it already hit in the window)
-    back = RiskTable("host", RiskConfig())
-    back.load_state_dict(table.state_dict())
-    assert back.add("e", START, "medium", "fleet", (), (), 0.0, None).repeat_factor == 0.125
+def test_routine_detections_make_no_p1(validator):
+    """Rules that fired on the host before (twice: repeat factor 0.25 < p1_novelty 0.5), or across
+    the fleet, are routine there: their tactics do not count toward P1 (their risk still counts)."""
+    def case(config: PriorityConfig) -> list[Alert]:
+        engine = FusionEngine(FusionConfig(priority=config))
+        engine.process(detection("routine", "low", [], 999_999, minutes=-3 * DAY, entity="srv-00"))
+        days_before = [detection(rule, level, tags, 100 + offset, minutes=10 * offset - 2 * DAY,
+                                 scores={"host:ws-01": 0.4})  # the models know it
+                       for offset, (rule, level, tags) in enumerate(STEPS + STEPS, 1)]
+        today = [detection(rule, level, tags, offset, minutes=10 * offset, scores=ANOMALOUS)
+                 for offset, (rule, level, tags) in enumerate([*STEPS, ("payload", "critical", [])], 1)]
+        return [a for a in run(engine, [*days_before, *today], validator) if a.rule_ids == ("risk:entity",)]
+
+    routine = case(PriorityConfig())
+    assert routine and min(a.priority for a in routine) == 2
+    assert routine[-1].explanation["priority"]["corroborated_tactics"] == 0
+    assert min(a.priority for a in case(PriorityConfig(p1_novelty=0))) == 1  # every repeat counted: P1
+
+
+def test_criticality_backs_tactics_but_makes_no_p1_alone(validator):
+    """A new high rule on a critical host is P1 with a second corroborated tactic, P2 without."""
+    table = Criticality.from_text("type,name,criticality\nhost,dc-01,critical\n")[0]
+    anomalous = {"host:dc-01": 1.0, "user:mallory": 0.999, "process:evil.exe": 1.0, "dst_ip:203.0.113.9": 1.0}
+
+    def case(recon_scores: dict[str, float]) -> list[Alert]:
+        engine = FusionEngine(criticality=table)
+        engine.process(detection("routine", "low", [], 999_999, minutes=-DAY - 1, entity="srv-00"))
+        hits = [detection("recon", "medium", ["attack.discovery", "attack.t1087.002"], 1, entity="dc-01",
+                          scores=recon_scores),
+                detection("dcsync", "high", ["attack.credential-access", "attack.t1003.006"], 2, entity="dc-01",
+                          minutes=5, scores=anomalous)]
+        return [a for a in run(engine, hits, validator) if a.rule_ids == ("risk:entity",)]
+
+    alone = case({"host:dc-01": 0.4})  # the recon is routine to the models: one corroborated tactic
+    assert alone and min(a.priority for a in alone) == 2
+    assert any("criticality alone makes no P1" in reason for reason in alone[-1].explanation["priority"]["reasons"])
+    backed = case(anomalous)
+    assert min(a.priority for a in backed) == 1
+    assert "high rule on critical asset" in backed[-1].explanation["priority"]["p1_gates"]
