@@ -606,3 +606,21 @@ def test_criticality_backs_tactics_but_makes_no_p1_alone(validator):
     backed = case(anomalous)
     assert min(a.priority for a in backed) == 1
     assert "high rule on critical asset" in backed[-1].explanation["priority"]["p1_gates"]
+
+
+def test_a_checkpoint_of_before_tactic_steps_loads(validator):
+    """A state written before tactic_steps (tactic -> last ms per host) loads: each tactic is a step
+    of its own, as it was counted then."""
+    engine = learned()
+    hits = [detection(rule, level, tags, offset, minutes=10 * offset, scores=ANOMALOUS)
+            for offset, (rule, level, tags) in enumerate(STEPS, 1)]
+    run(engine, hits, validator, close=False)
+    state = json.loads(json.dumps(engine.state_dict()))
+    assert state["corroborated"] == [["ws-01", {"credential-access": {"T1003": START + 10 * MINUTE},
+                                                "persistence": {"T1547": START + 20 * MINUTE},
+                                                "discovery": {"T1087": START + 30 * MINUTE}}]]
+    state["corroborated"] = [["ws-01", {"credential-access": START, "persistence": START}]]
+    restored = FusionEngine()
+    restored.load_state_dict(state)
+    assert restored.state_dict()["corroborated"] == [["ws-01", {"credential-access": {"tactic:credential-access": START},
+                                                                "persistence": {"tactic:persistence": START}}]]
