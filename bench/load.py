@@ -5,6 +5,7 @@ matching speed, each in fresh processes; optionally against another checkout of 
     .venv/bin/python bench/load.py [--runs 5] [--baseline DIR] [--json]
 
 - cold: an empty compiled-ruleset cache and an empty Hyperscan database cache (a fresh $HOME);
+  with --baseline, the two trees' cold runs alternate, so that machine noise hits both alike;
 - warm: the caches that the previous run of the same rules left;
 - to_first_event_s: wall time of a child process from its start (interpreter included) until
   the first OTRF event is matched; load_s and engine_s split the in-process part;
@@ -120,22 +121,41 @@ def _median(rows: list[dict[str, Any]], key: str) -> float:
     return round(statistics.median(row[key] for row in rows), 3)
 
 
+def _load_medians(rows: list[dict[str, Any]], runs: int) -> dict[str, Any]:
+    return {key: _median(rows, key) for key in ("to_first_event_s", "import_s", "load_s", "engine_s", "first_match_s")} | {
+        "rules": rows[0]["rules"], "runs": runs}
+
+
 def measure_load(tree: Path, runs: int, warm: bool) -> dict[str, Any]:
     """Medians of `runs` child processes, each loading all rules and matching one event."""
+    if not warm:
+        return measure_cold({"tree": tree}, runs)["tree"]
     args = [",".join(RULE_DIRS), json.dumps(PLACEHOLDERS), str(FIRST_EVENT)]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="sigmaray-bench-home-") as home:
         env = {**os.environ, "HOME": home, "SIGMARAY_RULE_CACHE": str(Path(home) / "rulesets")}
-        if warm:
-            _child(tree, _LOAD, args, env)  # fills the caches
+        _child(tree, _LOAD, args, env)  # fills the caches
         for _ in range(runs):
-            if not warm:  # a fresh, empty cache every run
-                for path in sorted(Path(home).rglob("*"), reverse=True):
-                    path.unlink() if path.is_file() else path.rmdir()
             wall, row = _child(tree, _LOAD, args, env)
             rows.append({**row, "to_first_event_s": wall})
-    return {key: _median(rows, key) for key in ("to_first_event_s", "import_s", "load_s", "engine_s", "first_match_s")} | {
-        "rules": rows[0]["rules"], "runs": runs}
+    return _load_medians(rows, runs)
+
+
+def measure_cold(trees: dict[str, Path], runs: int) -> dict[str, dict[str, Any]]:
+    """Cold loads (empty caches every run) of each tree, alternating run by run (the order
+    reversed every other run) so that machine noise hits all trees alike."""
+    args = [",".join(RULE_DIRS), json.dumps(PLACEHOLDERS), str(FIRST_EVENT)]
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    with tempfile.TemporaryDirectory(prefix="sigmaray-bench-home-") as home:
+        env = {**os.environ, "HOME": home, "SIGMARAY_RULE_CACHE": str(Path(home) / "rulesets")}
+        for run in range(runs):
+            order = list(trees.items())
+            for name, tree in order if run % 2 == 0 else order[::-1]:
+                for path in sorted(Path(home).rglob("*"), reverse=True):
+                    path.unlink() if path.is_file() else path.rmdir()
+                wall, row = _child(tree, _LOAD, args, env)
+                rows[name].append({**row, "to_first_event_s": wall})
+    return {name: _load_medians(tree_rows, runs) for name, tree_rows in rows.items()}
 
 
 def measure_matching(tree: Path, runs: int) -> dict[str, Any]:
@@ -214,10 +234,9 @@ def main() -> int:
         "python": platform.python_version(),
     }
     trees = {"current": ROOT} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
-    for name, tree in trees.items():
-        result[name] = {"cold": measure_load(tree, args.runs, warm=False)}
-        if name == "current":
-            result[name]["warm"] = measure_load(tree, args.runs, warm=True)
+    for name, cold in measure_cold(trees, args.runs).items():  # alternating, so comparable
+        result[name] = {"cold": cold}
+    result["current"]["warm"] = measure_load(ROOT, args.runs, warm=True)
     result["current"]["live_push"] = measure_push(args.runs)
     if not args.skip_matching:
         for name, tree in trees.items():

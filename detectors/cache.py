@@ -252,6 +252,16 @@ def _encode_ruleset(ruleset: Ruleset) -> dict[str, Any]:
 
 def decode_ruleset(data: Any) -> Ruleset:
     """The ruleset back from `encode_ruleset`'s data; RuleCacheError when it is not that."""
+    enabled = gc.isenabled()
+    gc.disable()  # ~10^5 long-lived objects and no garbage: no collection is worth its walk
+    try:  # (a cold parallel load decodes its children's slices with this; 4x faster so)
+        return _decode_ruleset(data)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _decode_ruleset(data: Any) -> Ruleset:
     if not isinstance(data, dict):
         raise RuleCacheError("the body is not an object")
     try:

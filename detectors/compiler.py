@@ -128,6 +128,15 @@ class _Compiler:
         return RuleCompileError(reason, self.where)
 
     def node(self, item: Any) -> Node:
+        # pySigma's condition and value classes are ABCs, whose isinstance() is slow: the
+        # classes a condition tree is made of are dispatched on first, by exact class.
+        kind = item.__class__
+        if kind is ConditionFieldEqualsValueExpression:
+            return self.field_value(item.field, item.value)
+        if kind is ConditionAND:
+            return And(tuple(self.node(a) for a in item.args))
+        if kind is ConditionOR:
+            return Or(tuple(self.node(a) for a in item.args))
         if isinstance(item, ConditionOR):
             return Or(tuple(self.node(a) for a in item.args))
         if isinstance(item, ConditionAND):
@@ -158,6 +167,9 @@ class _Compiler:
         raise self.fail(f"unsupported keyword value type {type(value).__name__}")
 
     def field_value(self, field: str, value: Any) -> Node:
+        kind = value.__class__
+        if kind is SigmaString or kind is SigmaCasedString:  # most values: no subclass of the others
+            return self.string_tests(field, value, kind is SigmaCasedString)
         if isinstance(value, SigmaExpansion):
             return Or(tuple(self.field_value(field, v) for v in value.values))
         if isinstance(value, SigmaNull):
@@ -197,18 +209,19 @@ class _Compiler:
         if isinstance(value, SigmaRegularExpression):
             return FieldTest(field, self.regex(value))
         if isinstance(value, SigmaString):
-            tests = [FieldTest(field, p) for p in self.string_predicates(value)]
-            return tests[0] if len(tests) == 1 else Or(tuple(tests))  # Or(()) is false
+            return self.string_tests(field, value, isinstance(value, SigmaCasedString))
         raise self.fail(f"unsupported value type {type(value).__name__} on field {field}")
 
     # --- strings ------------------------------------------------------------------------------
 
-    def string_predicates(self, value: SigmaString) -> list[Predicate]:
-        cased = isinstance(value, SigmaCasedString)
-        return [string_predicate(parts, cased) for parts in self.expand_placeholders(value)]
+    def string_tests(self, field: str, value: SigmaString, cased: bool) -> Node:
+        tests = [FieldTest(field, string_predicate(parts, cased)) for parts in self.expand_placeholders(value)]
+        return tests[0] if len(tests) == 1 else Or(tuple(tests))  # Or(()) is false
 
     def expand_placeholders(self, value: SigmaString) -> list[list[str | SpecialChars]]:
         """Each placeholder becomes every configured value (OR); unknown ones reject the rule."""
+        if not any(isinstance(part, Placeholder) for part in value.s):  # the common case
+            return [list(cast("list[str | SpecialChars]", value.s))]
         options: list[list[list[str | SpecialChars]]] = []
         for part in value.s:
             if isinstance(part, Placeholder):
@@ -249,32 +262,39 @@ class _Compiler:
 
 def string_predicate(parts: Sequence[str | SpecialChars], cased: bool = False) -> Predicate:
     """The cheapest predicate equivalent to a Sigma string with wildcards."""
+    # Adjacent text joined, runs of `*` made one, empty text dropped; `shape` spells the parts:
+    # "s" text, "*" any run, "?" one character.
+    multi = SpecialChars.WILDCARD_MULTI
     merged: list[str | SpecialChars] = []
+    shape = ""
     for part in parts:
         if isinstance(part, str):
             if not part:
                 continue
-            if merged and isinstance(merged[-1], str):
-                merged[-1] = merged[-1] + part
+            if shape[-1:] == "s":
+                merged[-1] = merged[-1] + part  # type: ignore[operator]
                 continue
-        elif part is SpecialChars.WILDCARD_MULTI and merged and merged[-1] is SpecialChars.WILDCARD_MULTI:
-            continue
+            shape += "s"
+        elif part is multi:
+            if shape[-1:] == "*":
+                continue
+            shape += "*"
+        else:
+            shape += "?"
         merged.append(part)
 
     def norm(text: str) -> str:
         return text if cased else text.lower()
 
-    multi = SpecialChars.WILDCARD_MULTI
-    shape = tuple("s" if isinstance(p, str) else ("*" if p is multi else "?") for p in merged)
-    if shape == ():
+    if shape == "":
         return StrEq("", cased)
-    if shape == ("s",):
+    if shape == "s":
         return StrEq(norm(merged[0]), cased)  # type: ignore[arg-type]
-    if shape == ("*", "s", "*"):
+    if shape == "*s*":
         return StrContains(norm(merged[1]), cased)  # type: ignore[arg-type]
-    if shape == ("s", "*"):
+    if shape == "s*":
         return StrStarts(norm(merged[0]), cased)  # type: ignore[arg-type]
-    if shape == ("*", "s"):
+    if shape == "*s":
         return StrEnds(norm(merged[1]), cased)  # type: ignore[arg-type]
     regex_parts: list[str] = []
     literals: list[str] = []
