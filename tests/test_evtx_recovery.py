@@ -167,3 +167,32 @@ def test_a_damaged_chunk_signature_does_not_cost_the_chunk(tmp_path: Path) -> No
     records = list(read_evtx(_write(tmp_path, data)))
     assert _events(records) == _jsonl(SEVEN)
     assert all(r.recovered for r in records)
+
+
+def test_replay_detections_on_recovered_records_say_so_in_their_source(tmp_path: Path) -> None:
+    """A detection whose evidence was salvaged from a damaged chunk tells the analyst (its
+    `source.recovered`), as `sigmaray scan` does; one from an intact chunk does not."""
+    import orjson
+
+    from cluster.config import config_from_dict
+    from cluster.sources.replay import replay_files
+
+    manifest = {Path(s["evtx"]).stem: s for s in json.loads((SAMPLES / "manifest.json").read_text())}
+    rule = str(SIGMA / manifest[SEVEN]["rule_path"])
+    damaged = bytearray(_evtx(SEVEN))
+    damaged[CHUNK_START + 60] ^= 0xFF  # the header checksum breaks: every record is recovered
+    intact = tmp_path / "intact.evtx"
+    intact.write_bytes(_evtx(SEVEN))
+    config = config_from_dict({"rules": {"paths": [rule]}, "models": {"enabled": False}})
+    sources: dict[str, list[dict]] = {}
+
+    def write(record: object, dead: bool) -> None:
+        if not dead:
+            detection = orjson.loads(record.value)  # type: ignore[attr-defined]
+            sources.setdefault(Path(detection["source"]["topic"]).name, []).append(detection["source"])
+
+    replay_files(config, [str(_write(tmp_path, damaged)), str(intact)], write, rule_paths=[rule])
+    assert len(sources["damaged.evtx"]) == len(sources["intact.evtx"]) == manifest[SEVEN]["expected_match_count"]
+    assert all("chunk header" in source["recovered"].lower() or "checksum" in source["recovered"].lower()
+               for source in sources["damaged.evtx"])
+    assert not any("recovered" in source for source in sources["intact.evtx"])

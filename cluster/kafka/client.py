@@ -228,7 +228,12 @@ def consumer_lag(client: Consumer, partitions: Sequence[tuple[str, int]]) -> dic
     lag: dict[str, int] = {}
     try:
         for tp in client.position([TopicPartition(t, p) for t, p in partitions]):
-            _low, high = client.get_watermark_offsets(tp, timeout=2, cached=False)
+            # The high watermark the last fetch brought back: no broker round trip on the
+            # processing thread (uncached, one per partition took up to a second under load);
+            # a partition not fetched yet asks the broker.
+            _low, high = client.get_watermark_offsets(tp, cached=True)
+            if high < 0:
+                _low, high = client.get_watermark_offsets(tp, timeout=2, cached=False)
             lag[f"{tp.topic}[{tp.partition}]"] = max(high - tp.offset, 0) if tp.offset >= 0 else high
     except KafkaException:
         return None

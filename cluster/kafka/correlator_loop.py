@@ -119,8 +119,7 @@ class CorrelatorLoop:
         settings = config.correlator
         self.detections_topic = config.kafka.detections_topic
         self.repartition_topic = settings.repartition_topic
-        self.ruleset = load_rules(config.rules, cache_url=rule_cache_url(config.models))
-        self.metrics = CorrelatorMetrics(worker, ruleset_version=self.ruleset.version)
+        self.metrics = CorrelatorMetrics(worker)
         self.criticality, errors = load_criticality_file(config)
         self._criticality_seen = self._criticality_stamp()
         self._criticality_next = time.monotonic() + CRITICALITY_CHECK_S
@@ -128,13 +127,17 @@ class CorrelatorLoop:
         store = CheckpointStore(config.models.checkpoint_url, f"{config.kafka.group_id}.correlator")
         self.states = PartitionCorrelators(store, settings.checkpoint_interval_s, self._build)
         self.live: Any = None
+        # One load: with a rules topic the live build reads the files too (loading them first as
+        # well cost a whole second compile at every start, taking a core from the workers).
         if config.rules.topic:
             from cluster.kafka.live_rules import LiveRules
 
             self.live = LiveRules(config.kafka, config.rules)
             self.live.catch_up()
             _engine, self.ruleset = self.live.build()
-            self.metrics.ruleset_version = self.ruleset.version
+        else:
+            self.ruleset = load_rules(config.rules, cache_url=rule_cache_url(config.models))
+        self.metrics.ruleset_version = self.ruleset.version
         self.consumer = kafka.consumer(
             config.kafka, f"{config.kafka.group_id}.correlator",
             **{"enable.auto.commit": False, "auto.offset.reset": "earliest", "isolation.level": "read_committed",

@@ -59,6 +59,7 @@ class InputRecord:
     event: dict[str, Any] | None = None  # already decoded (file sources); value is then unused
     error: str | None = None  # why a source could not decode it (goes to the dead letters)
     error_stage: str = "decode"  # the stage named in that dead letter (the loop's `crash`, say)
+    recovered: str | None = None  # file sources: why the event was salvaged from a damaged EVTX chunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +243,8 @@ class Detector:
         # Where the original is: a detection whose event was cut points to the whole one.
         source = {"topic": record.topic, "partition": record.partition, "offset": record.offset,
                   "timestamp_ms": record.timestamp_ms}
+        if record.recovered:  # the evidence may hold a damaged byte: the analyst is told (as `scan` does)
+            source["recovered"] = record.recovered
         model_version = getattr(scorer, "model_label", None) if item.entity_scores is not None else None
         scores = item.entity_scores if item.entity_scores is not None else {}
         outputs: list[OutputRecord] = []

@@ -40,160 +40,139 @@ def config_to_dict(config: ClusterConfig) -> dict[str, Any]:
     return data
 
 
+class _LoopActor:
+    """A loop (PartitionLoop, CorrelatorLoop) run in a thread of its actor, with the calls both
+    answer beside it (assign, ping, metrics, stop) and its counters exported through Ray's
+    Prometheus endpoint, as the class's tables say:
+
+    - COUNTERS: (metric, loop metrics attribute, description), tagged by worker;
+    - LABELLED: (metric, tag, attribute holding a Counter, description), tagged by worker and tag;
+    - GAUGES: (metric, attribute, description); a dict attribute is summed (lag per partition)."""
+
+    COUNTERS: tuple[tuple[str, str, str], ...] = ()
+    LABELLED: tuple[tuple[str, str, str, str], ...] = ()
+    GAUGES: tuple[tuple[str, str, str], ...] = ()
+
+    loop: Any
+
+    def _start(self, loop: Any, worker: str) -> None:
+        self.loop = loop
+        self.stop_event = threading.Event()
+        self.error: str | None = None
+        self.thread = threading.Thread(target=self._run, name=f"loop-{worker}", daemon=True)
+        self.thread.start()
+        self.exporter = threading.Thread(target=self._export, name=f"metrics-{worker}", daemon=True)
+        self.exporter.start()
+
+    def _run(self) -> None:
+        try:
+            self.loop.run(self.stop_event)
+        except Exception as error:  # reported through ping(); the supervisor replaces us
+            self.error = f"{type(error).__name__}: {error}"
+
+    def _export(self) -> None:
+        from ray.util.metrics import Counter, Gauge
+
+        counters = [(Counter(name, description=text, tag_keys=("worker",)), attribute)
+                    for name, attribute, text in self.COUNTERS]
+        labelled = [(Counter(name, description=text, tag_keys=("worker", tag)), tag, attribute)
+                    for name, tag, attribute, text in self.LABELLED]
+        gauges = [(Gauge(name, description=text, tag_keys=("worker",)), attribute)
+                  for name, attribute, text in self.GAUGES]
+        sent: dict[tuple[str, str], int] = {}  # (attribute, label) -> what the endpoint has
+        worker = self.loop.metrics.worker
+        tags = {"worker": worker}
+
+        def publish(counter: Any, key: tuple[str, str], value: int, counter_tags: dict[str, str]) -> None:
+            if value > sent.get(key, 0):  # Prometheus counters take increments
+                counter.inc(value - sent.get(key, 0), tags=counter_tags)
+                sent[key] = value
+
+        while not self.stop_event.wait(2.0):
+            metrics = self.loop.metrics
+            for counter, attribute in counters:
+                publish(counter, (attribute, ""), getattr(metrics, attribute), tags)
+            for counter, tag, attribute in labelled:
+                for label, value in list(getattr(metrics, attribute).items()):
+                    publish(counter, (attribute, label), value, {"worker": worker, tag: label})
+            for gauge, attribute in gauges:
+                value = getattr(metrics, attribute)
+                gauge.set(sum(value.values()) if isinstance(value, dict) else value, tags=tags)
+
+    def assign(self, partitions: list[tuple[str, int]]) -> bool:
+        """Returns once the loop runs with the new assignment (False if it did not within 60 s)."""
+        return self.loop.assign([tuple(p) for p in partitions], wait=60)
+
+    def ping(self) -> dict[str, Any]:
+        return {"alive": self.thread.is_alive(), "error": self.error}
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(30)
+
+
 @_ray_remote(max_concurrency=4)
-class PartitionWorker:
-    """Runs a PartitionLoop in a thread; assignment and metrics calls run beside it."""
+class PartitionWorker(_LoopActor):
+    """Runs a PartitionLoop (cluster/kafka/partition_loop.py): it owns partitions of the input
+    topics and writes detections."""
+
+    COUNTERS = (
+        ("sigmaray_events_in_total", "events_in", "records consumed"),
+        ("sigmaray_detections_out_total", "detections_out", "detections produced"),
+        ("sigmaray_anomalies_out_total", "anomalies_out", "anomaly detections produced"),
+        ("sigmaray_dead_letters_total", "dead_letters", "records sent to the dead-letter topic"),
+        ("sigmaray_redelivered_batches_total", "redelivered_batches",
+         "batches processed again after a failed delivery or commit"),
+        ("sigmaray_truncated_total", "truncated", "outputs cut down to fit their topic's size limit"),
+    )
+    LABELLED = (
+        ("sigmaray_rule_hits_total", "rule", "rule_hits", "detections per rule"),
+        ("sigmaray_dead_letters_by_stage_total", "stage", "dead_letters_by_stage", "dead letters per failing stage"),
+    )
+    GAUGES = (
+        ("sigmaray_batch_latency_ms", "last_batch_ms", "last batch processing time"),
+        ("sigmaray_consumer_lag", "lag", "records behind the high watermark"),
+    )
 
     def __init__(self, config: dict[str, Any], worker: str) -> None:
         from cluster.kafka.partition_loop import PartitionLoop  # Kafka clients live in this process
 
-        self.loop = PartitionLoop(config_from_dict(config), worker)
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"loop-{worker}", daemon=True)
-        self.error: str | None = None
-        self.thread.start()
-        self.exporter = threading.Thread(target=self._export, name=f"metrics-{worker}", daemon=True)
-        self.exporter.start()
-
-    def _export(self) -> None:
-        """Publishes the loop's counters through Ray's Prometheus metrics endpoint."""
-        from ray.util.metrics import Counter, Gauge
-
-        tags = ("worker",)
-        counters = {
-            name: Counter(f"sigmaray_{name}_total", description=text, tag_keys=tags)
-            for name, text in (
-                ("events_in", "records consumed"),
-                ("detections_out", "detections produced"),
-                ("anomalies_out", "anomaly detections produced"),
-                ("dead_letters", "records sent to the dead-letter topic"),
-                ("redelivered_batches", "batches processed again after a failed delivery or commit"),
-                ("truncated", "outputs cut down to fit their topic's size limit"),
-            )
-        }
-        batch_ms = Gauge("sigmaray_batch_latency_ms", description="last batch processing time", tag_keys=tags)
-        lag = Gauge("sigmaray_consumer_lag", description="records behind the high watermark", tag_keys=tags)
-        rule_hits = Counter("sigmaray_rule_hits_total", description="detections per rule", tag_keys=("worker", "rule"))
-        by_stage = Counter("sigmaray_dead_letters_by_stage_total", description="dead letters per failing stage",
-                           tag_keys=("worker", "stage"))
-        sent: dict[str, int] = {}
-        sent_hits: dict[str, int] = {}
-        sent_stages: dict[str, int] = {}
-        worker = self.loop.metrics.worker
-        while not self.stop_event.wait(2.0):
-            metrics = self.loop.metrics
-            for name, counter in counters.items():
-                value = getattr(metrics, name)
-                if value > sent.get(name, 0):
-                    counter.inc(value - sent.get(name, 0), tags={"worker": worker})
-                    sent[name] = value
-            for rule, value in list(metrics.rule_hits.items()):
-                if value > sent_hits.get(rule, 0):
-                    rule_hits.inc(value - sent_hits.get(rule, 0), tags={"worker": worker, "rule": rule})
-                    sent_hits[rule] = value
-            for stage, value in list(metrics.dead_letters_by_stage.items()):
-                if value > sent_stages.get(stage, 0):
-                    by_stage.inc(value - sent_stages.get(stage, 0), tags={"worker": worker, "stage": stage})
-                    sent_stages[stage] = value
-            batch_ms.set(metrics.last_batch_ms, tags={"worker": worker})
-            lag.set(sum(metrics.lag.values()), tags={"worker": worker})
-
-    def _run(self) -> None:
-        try:
-            self.loop.run(self.stop_event)
-        except Exception as error:  # reported through ping(); the supervisor replaces us
-            self.error = f"{type(error).__name__}: {error}"
-
-    def assign(self, partitions: list[tuple[str, int]]) -> bool:
-        """Returns once the loop runs with the new assignment (False if it did not within 60 s)."""
-        return self.loop.assign([tuple(p) for p in partitions], wait=60)  # type: ignore[misc]
+        self._start(PartitionLoop(config_from_dict(config), worker), worker)
 
     def model_command(self, command: str, name: str = "") -> dict[str, Any]:
         return self.loop.model_command(command, name)
 
-    def ping(self) -> dict[str, Any]:
-        return {"alive": self.thread.is_alive(), "error": self.error}
-
-    def pid(self) -> int:
-        return os.getpid()
-
     def metrics(self) -> dict[str, Any]:
-        data = self.loop.metrics.to_dict()
+        data: dict[str, Any] = self.loop.metrics.to_dict()
         if self.loop.models is not None:
             data["models"] = self.loop.models.metrics()
         return data
 
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.thread.join(30)
-
 
 @_ray_remote(max_concurrency=4)
-class CorrelatorWorker:
-    """Runs a CorrelatorLoop (cluster/kafka/correlator_loop.py) in a thread: it owns partitions of
-    the detections and repartition topics, and writes fused alerts."""
+class CorrelatorWorker(_LoopActor):
+    """Runs a CorrelatorLoop (cluster/kafka/correlator_loop.py): it owns partitions of the
+    detections and repartition topics, and writes fused alerts."""
+
+    COUNTERS = (
+        ("sigmaray_correlator_detections_in_total", "detections_in", "detections and correlation records read"),
+        ("sigmaray_correlator_hits_in_total", "hits_in", "repartitioned hits read"),
+        ("sigmaray_correlator_dead_letters_total", "dead_letters", "records dead-lettered"),
+        ("sigmaray_correlator_redelivered_batches_total", "redelivered_batches", "batches processed again"),
+    )
+    LABELLED = (("sigmaray_alerts_out_total", "priority", "alerts_by_priority", "alerts written, by priority"),)
+    GAUGES = (("sigmaray_correlator_lag", "lag", "records behind the high watermark"),)
 
     def __init__(self, config: dict[str, Any], worker: str) -> None:
         from cluster.kafka.correlator_loop import CorrelatorLoop  # Kafka clients live in this process
 
-        self.loop = CorrelatorLoop(config_from_dict(config), worker)
-        self.stop_event = threading.Event()
-        self.error: str | None = None
-        self.thread = threading.Thread(target=self._run, name=f"loop-{worker}", daemon=True)
-        self.thread.start()
-        self.exporter = threading.Thread(target=self._export, name=f"metrics-{worker}", daemon=True)
-        self.exporter.start()
-
-    def _export(self) -> None:
-        """The correlator's counters through Ray's Prometheus endpoint."""
-        from ray.util.metrics import Counter, Gauge
-
-        tags = ("worker",)
-        counters = {
-            name: Counter(f"sigmaray_correlator_{name}_total", description=text, tag_keys=tags)
-            for name, text in (("detections_in", "detections and correlation records read"),
-                               ("hits_in", "repartitioned hits read"), ("dead_letters", "records dead-lettered"),
-                               ("redelivered_batches", "batches processed again"))
-        }
-        alerts = Counter("sigmaray_alerts_out_total", description="alerts written, by priority",
-                         tag_keys=("worker", "priority"))
-        lag = Gauge("sigmaray_correlator_lag", description="records behind the high watermark", tag_keys=tags)
-        sent: dict[str, int] = {}
-        worker = self.loop.metrics.worker
-        while not self.stop_event.wait(2.0):
-            metrics = self.loop.metrics
-            for name, counter in counters.items():
-                value = getattr(metrics, name)
-                if value > sent.get(name, 0):
-                    counter.inc(value - sent.get(name, 0), tags={"worker": worker})
-                    sent[name] = value
-            for priority, value in list(metrics.alerts_by_priority.items()):
-                if value > sent.get(priority, 0):
-                    alerts.inc(value - sent.get(priority, 0), tags={"worker": worker, "priority": priority})
-                    sent[priority] = value
-            lag.set(sum(metrics.lag.values()), tags={"worker": worker})
-
-    def _run(self) -> None:
-        try:
-            self.loop.run(self.stop_event)
-        except Exception as error:  # reported through ping(); the supervisor replaces us
-            self.error = f"{type(error).__name__}: {error}"
-
-    def assign(self, partitions: list[tuple[str, int]]) -> bool:
-        return self.loop.assign([tuple(p) for p in partitions], wait=60)  # type: ignore[misc]
-
-    def ping(self) -> dict[str, Any]:
-        return {"alive": self.thread.is_alive(), "error": self.error}
-
-    def pid(self) -> int:
-        return os.getpid()
+        self._start(CorrelatorLoop(config_from_dict(config), worker), worker)
 
     def metrics(self) -> dict[str, Any]:
         return self.loop.status()
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.thread.join(30)
 
 
 @_ray_remote(max_concurrency=4)

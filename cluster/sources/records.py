@@ -20,7 +20,8 @@ def file_records(paths: Sequence[str], rate: float = 0, batch_size: int = 500) -
     sent = 0
     for path in paths:
         for record in read_events(path):
-            batch.append(InputRecord(record.file, 0, record.line, None, event=record.event, error=record.error))
+            batch.append(InputRecord(record.file, 0, record.line, None, event=record.event, error=record.error,
+                                     recovered=record.recovered))
             sent += 1
             if len(batch) >= batch_size or rate:
                 if rate:
