@@ -33,6 +33,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from correlator import native
+
+native.setup()  # compiled modules (scripts/build_native.py) only while their source is unchanged
+
 _EXPORTS = {
     "Detection": "correlator.records",
     "Hit": "correlator.records",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from correlator.risk import contribution_dict
@@ -93,7 +93,7 @@ class AlertState:
     kept_ms: int = 0
 
     def to_state(self) -> dict[str, Any]:
-        state = {name: getattr(self, name) for name in self.__slots__}
+        state = {name: getattr(self, name) for name in _ALERT_STATE_FIELDS}
         state["rules"] = {key: value.to_dict() for key, value in self.rules.items()}
         state["rule_ids"] = list(self.rule_ids)
         state["refs"] = [list(ref) for ref in self.refs]
@@ -107,6 +107,10 @@ class AlertState:
         data["rules"] = {key: RuleHits(**value) for key, value in data["rules"].items()}
         data["rule_ids"] = tuple(data["rule_ids"])
         return cls(**data)
+
+
+# (not __slots__: a compiled class has none)
+_ALERT_STATE_FIELDS: tuple[str, ...] = tuple(item.name for item in fields(AlertState))
 
 
 class AlertBook:

@@ -27,4 +27,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test]"
+# The correlator's hot path compiled with mypyc (scripts/build_native.py: about 5 minutes, once per
+# change of its source); without a C compiler, or with SIGMARAY_NATIVE=0, the same Python runs.
+if [ "${SIGMARAY_NATIVE:-1}" != 0 ]; then
+  .venv/bin/python scripts/build_native.py ||
+    echo "warning: the correlator was not compiled (see above); it runs as Python, with the same results" >&2
+fi
 echo "sigmaray is installed in .venv: run .venv/bin/sigmaray --help"
