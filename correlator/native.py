@@ -58,7 +58,8 @@ def setup() -> None:
         names = _compiled_names(manifest)
     except (OSError, ValueError) as error:
         warnings.warn(f"unreadable {MANIFEST.name} ({error}): the correlator runs as Python", stacklevel=2)
-        sys.meta_path.insert(0, _SourceFirst(("fusion", "risk", "alerts", "priority", "suppressions")))
+        sys.meta_path.insert(0, _SourceFirst([path.name.split(".", 1)[0] for path in PACKAGE.glob("*.so")
+                                              if not path.name.startswith("_native__mypyc")]))
         _STATUS["reason"] = f"unreadable manifest: {error}"
         return
     if os.environ.get("SIGMARAY_PURE", "") not in ("", "0"):

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "correlator"
 # The modules a detection passes through (Correlator.process -> FusionEngine.fuse -> ...), in one
 # group so their calls to each other are C calls.
-MODULES = ("fusion", "risk", "alerts", "priority", "suppressions")
+MODULES = ("pipeline", "fusion", "risk", "alerts", "priority", "suppressions")
 GROUP = "correlator._native"
 MANIFEST = PACKAGE / "_native.json"
 BUILD = ROOT / "build" / "native"
