@@ -20,6 +20,9 @@ The generated detections are frozen out of the garbage collector (`gc.freeze`) b
 they stand for a stream a consumer decodes and drops, and scanning 200,000 held records in each
 full collection would measure the benchmark, not the engine (`--no-freeze` measures that too).
 
+Compiled (scripts/build_native.py) when built; `SIGMARAY_PURE=1` runs the Python source
+(`native` in the output says which ran).
+
 Usage: .venv/bin/python bench/fusion.py [--detections 200000] [--seed 0] [--runs 5] [--noisy-share 0.5]
        [--memory-detections 20000] [--no-freeze]
 Prints one JSON object.
@@ -43,6 +46,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from correlator import native  # noqa: E402
 from correlator.criticality import Criticality  # noqa: E402
 from correlator.fusion import FusionEngine  # noqa: E402
 
@@ -153,7 +157,10 @@ def throughput(detections: list[dict[str, Any]], criticality: Criticality, runs:
                pipeline: bool = False) -> dict[str, Any]:
     """Medians over `runs`: wall clock (the figure), and CPU time, which a busy machine disturbs less."""
     seconds, cpu_seconds = [], []
+    engine = None
     for _ in range(runs):
+        del engine
+        gc.collect()  # the last run's engine goes now, not in a full collection during this run
         elapsed, cpu, activities, engine = timed(detections, criticality, pipeline)
         seconds.append(elapsed)
         cpu_seconds.append(cpu)
@@ -205,13 +212,14 @@ def main() -> None:
     criticality = criticality_table()
     detections = synthetic(args.detections, args.seed)
     noisy = synthetic(args.detections, args.seed, args.noisy_share)
+    # The whole correlator gets the same detections as workers write them: event times as
+    # ISO-8601 text (the record schema). Made before the freeze, like the other inputs.
+    as_written = [{**d, "event_time": datetime.fromtimestamp(d["event_time"] / 1000, UTC).isoformat()} for d in detections]
     if not args.no_freeze:
         gc.freeze()
     result = {"benchmark": "fusion", **throughput(detections, criticality, args.runs),
-              "gc_frozen_input": not args.no_freeze}
+              "gc_frozen_input": not args.no_freeze, "native": native.status()}
     # The whole correlator on the same detections, in the same run: validation and routing on top.
-    # Workers write event times as ISO-8601 text (the record schema), so the pipeline gets those.
-    as_written = [{**d, "event_time": datetime.fromtimestamp(d["event_time"] / 1000, UTC).isoformat()} for d in detections]
     result["pipeline"] = throughput(as_written, criticality, args.runs, pipeline=True)
     del as_written
     result["pipeline_to_fusion"] = round(result["pipeline"]["detections_per_s"] / result["detections_per_s"], 3)

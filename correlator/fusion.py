@@ -122,6 +122,25 @@ def event_time_ms(value: Any) -> int | None:
     cached = _TIME_CACHE.get(value)
     if cached is not None:
         return cached
+    parsed: datetime | None
+    try:  # the usual case, what workers write (isoformat()): parsed in C as it is
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        parsed = _iso_normalized(value)
+    if parsed is None:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    ms = int(parsed.timestamp() * 1000)
+    if len(_TIME_CACHE) > 10_000:
+        _TIME_CACHE.clear()
+    _TIME_CACHE[value] = ms
+    return ms
+
+
+def _iso_normalized(value: str) -> datetime | None:
+    """ISO-8601 text that fromisoformat refuses as it is: spaces around it, a lower-case z, more
+    than 6 fraction digits."""
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
@@ -133,16 +152,9 @@ def event_time_ms(value: Any) -> int | None:
         if end - dot - 1 > 6:
             text = text[: dot + 7] + text[end:]
     try:
-        parsed = datetime.fromisoformat(text)
+        return datetime.fromisoformat(text)
     except ValueError:
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    ms = int(parsed.timestamp() * 1000)
-    if len(_TIME_CACHE) > 10_000:
-        _TIME_CACHE.clear()
-    _TIME_CACHE[value] = ms
-    return ms
 
 
 _HOSTS: dict[str, str] = {}

@@ -136,7 +136,7 @@ class Correlator:
         producer per partition keeps it), not that of the input partitions, whose records were
         split by entity and interleaved again: the cluster passes its detections partition."""
         self.counts["received"] += 1
-        if isinstance(detection, Mapping) and detection.get("kind") == "correlation":
+        if (type(detection) is dict or isinstance(detection, Mapping)) and detection.get("kind") == "correlation":
             try:
                 hit = correlation_hit_from_dict(detection.get("correlation"))
             except ValueError as error:

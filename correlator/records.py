@@ -150,7 +150,7 @@ def check_detection(data: Any) -> str:
     ...
     ValueError: detection field 'source' must be an object, not NoneType
     """
-    if not isinstance(data, Mapping):
+    if type(data) is not dict and not isinstance(data, Mapping):  # JSON gives dicts: no ABC check for them
         raise ValueError(f"a detection must be a JSON object, not {type(data).__name__}")
     get = data.get
     version = get("schema_version", 1)
