@@ -520,3 +520,70 @@ def test_the_risk_board_ranks_entities_by_their_risk_decayed_to_the_latest_event
     assert [entity.name for entity in board] == ["ws-07", "dc-01"]
     assert board[0].current == 40.0 and board[1].current == pytest.approx(120.0 * 2 ** -24)
     assert board[1].peak == 120.0  # the peak stays visible
+
+
+@pytest.fixture(scope="module")
+def risk_alerts() -> list[Alert]:
+    """The incident under the default, risk-based alerting, left open: workstation5's case (an
+    entity risk alert, P2) and the P4 records of the rules behind it."""
+    correlator = Correlator.from_ruleset(load_rules_from_paths([ROOT / "rules"]))
+    return [alert for item in detections_of(INCIDENT) for alert in correlator.process(item)]
+
+
+def test_the_queue_folds_a_hosts_p4_rule_records_under_its_open_case(risk_alerts: list[Alert]) -> None:
+    state = ConsoleState()
+    for alert in risk_alerts:
+        state.apply_alert(as_record(alert))
+    everything = state.queue(fold=False)
+    cases = [view for view in everything if view.is_case and view.status == "open"]
+    assert len(cases) == 1 and cases[0].priority <= 3
+    case = cases[0]
+    records = sorted(view.alert_id for view in everything if view.host == case.host and view.priority == 4)
+    assert len(records) >= 2
+    assert case.alert_id in [view.alert_id for view in state.queue()]
+    assert not set(records) & {view.alert_id for view in state.queue()}  # folded: not rows of their own
+    assert sorted(view.alert_id for view in state.folded_under(case)) == records
+    assert sorted(view.alert_id for view in state.queue(priority=4)) == records  # asked for: shown
+    assert state.summary()["P4"] == sum(view.status == "open" for view in everything if view.alert_id in records)
+
+    closing = as_record(next(alert for alert in reversed(risk_alerts) if alert.alert_id == case.alert_id))
+    closing["activity_id"] = 3  # the case closes: its records are rows again
+    state.apply_alert(closing)
+    assert state.case_of(case.host) is None and not state.folded_under(case)
+    assert set(records) <= {view.alert_id for view in state.queue()}
+
+
+def test_the_queue_page_and_its_stream_show_folded_records_under_the_case(risk_alerts: list[Alert]) -> None:
+    shared = SharedState()
+    for alert in risk_alerts:
+        shared.state.apply_alert(as_record(alert))
+    case = next(view for view in shared.state.queue() if view.is_case)
+    folded = len(shared.state.folded_under(case))
+    server = ConsoleServer(Services(shared=shared, fetch_evidence=lambda refs: [], send_verdict=lambda v: None,
+                                    poll_s=0.05), TOKEN, host="127.0.0.1", port=0)
+    server.start()
+    try:
+        client = Client(server.url)
+        client.login()
+        _, _, page = client.request("/")
+        assert f"+{folded} rule records on this host (P4)" in page
+        assert page.count('<tr id="a-') == len(shared.state.queue())
+        _, _, page = client.request("/?priority=4")
+        assert page.count('<tr id="a-') == folded and "rule records on this host" not in page
+
+        # a new P4 record on the host folds live: the stream removes its row and redraws the case's count
+        version = shared.state.version
+        record = as_record(next(alert for alert in risk_alerts if alert.label == "P4" and alert.entity == case.host))
+        record["finding_info"]["uid"] = "live-p4"
+
+        def later() -> None:
+            time.sleep(0.5)
+            with shared.lock:
+                shared.state.apply_alert(record)
+
+        threading.Thread(target=later, daemon=True).start()
+        seen = _read_events(server, client, f"/events?view=queue&since={version}", f"+{folded + 1} rule records")
+        assert "event: remove" in seen and '"id":"live-p4"' in seen and f"+{folded + 1} rule records" in seen
+        assert '<tr id="a-live-p4"' not in seen
+    finally:
+        server.stop()

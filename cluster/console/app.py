@@ -192,16 +192,17 @@ def build_app(services: Services, sessions: Sessions) -> ASGIApp:
         filters = queue_filters(request)
         limit = 500
 
-        def read(state: ConsoleState) -> tuple[list[AlertView], list[str], int]:
+        def read(state: ConsoleState) -> tuple[list[AlertView], dict[str, int], list[str], int]:
             alerts = state.queue(filters["priority"], filters["entity"], filters["tactic"], limit,
                                  include_closed=not filters["open_only"])
-            return alerts, state.tactics(), state.version
+            folds = {view.alert_id: len(state.folded_under(view)) for view in alerts if view.is_case}
+            return alerts, folds, state.tactics(), state.version
 
-        alerts, tactics, version = shared.read(read)
+        alerts, folds, tactics, version = shared.read(read)
         stream = stream_url("queue", version, priority=filters["priority"], entity=filters["entity"],
                             tactic=filters["tactic"], open="1" if filters["open_only"] else "")
-        return page("queue.html", request, session, "/", stream, alerts=alerts, tactics=tactics, filters=filters,
-                    limit=limit)
+        return page("queue.html", request, session, "/", stream, alerts=alerts, folds=folds, tactics=tactics,
+                    filters=filters, limit=limit)
 
     async def alert_page(request: Request, session: Session) -> Response:
         alert_id = request.path_params["alert_id"]
@@ -326,13 +327,28 @@ def build_app(services: Services, sessions: Sessions) -> ASGIApp:
             summary_html = summary
         changed = False
         if view == "queue":
+            fold = filters["priority"] != 4  # as ConsoleState.queue folds
+            rows: dict[str, AlertView | None] = {}
             for changed_id in changed_ids:
                 alert = state.alerts.get(changed_id)
+                rows[changed_id] = alert
+                if alert is not None and fold and alert.host:
+                    # a record folding under a case changes the case's count; a case opening or
+                    # closing folds or unfolds its host's records
+                    case = state.case_of(alert.host)
+                    if case is not None:
+                        rows[case.alert_id] = case
+                    if alert.is_case and alert.activity in ("Create", "Close"):
+                        rows.update((other.alert_id, other) for other in state.alerts.values()
+                                    if other.host == alert.host and other.priority == 4 and not other.is_case)
+            for row_id, alert in rows.items():
                 if alert is not None and alert.matches(filters["priority"], filters["entity"], filters["tactic"]) and \
-                        not (filters["open_only"] and alert.status != "open"):
-                    messages.append(_event("row", {"id": alert.alert_id, "html": render("row.html", alert=alert)}))
+                        not (filters["open_only"] and alert.status != "open") and not (fold and state.folds(alert)):
+                    folds = {alert.alert_id: len(state.folded_under(alert))} if fold and alert.is_case else {}
+                    messages.append(_event("row", {"id": alert.alert_id,
+                                                   "html": render("row.html", alert=alert, folds=folds)}))
                 else:
-                    messages.append(_event("remove", {"id": changed_id}))
+                    messages.append(_event("remove", {"id": row_id}))
         elif view == "alert":
             changed = alert_id in changed_ids
         else:

@@ -100,6 +100,11 @@ class AlertView:
         return self.verdicts[-1]["verdict"] if self.verdicts else None
 
     @property
+    def is_case(self) -> bool:
+        """A host's entity risk alert (the correlator's case), not one rule's own record."""
+        return bool((self.explanation.get("priority") or {}).get("entity_alert"))
+
+    @property
     def rule_ids(self) -> list[str]:
         return [str(rule.get("id")) for rule in self.rules]
 
@@ -229,6 +234,7 @@ class ConsoleState:
         self.max_alerts = max_alerts
         self.max_points = max_points
         self.alerts: OrderedDict[str, AlertView] = OrderedDict()  # least recently changed first
+        self.cases: dict[str, str] = {}  # host -> alert id of its latest open case (see `folds`)
         self.entities: dict[tuple[str, str], EntityRisk] = {}
         self.pending_verdicts: dict[str, list[dict[str, Any]]] = {}  # verdicts read before their alert
         self.seen_verdicts: set[str] = set()
@@ -256,6 +262,11 @@ class ConsoleState:
         view.updates += 1
         self._touch(view)
         self.alerts[view.alert_id] = view
+        if view.is_case and view.host:
+            if view.status == "open":
+                self.cases[view.host] = view.alert_id
+            elif self.cases.get(view.host) == view.alert_id:
+                del self.cases[view.host]
         self._fold_risk(view)
         self.watermark_ms = max(self.watermark_ms, view.last_seen_ms)
         self._evict()
@@ -378,12 +389,32 @@ class ConsoleState:
 
     # -- views -----------------------------------------------------------------------------------
     def queue(self, priority: int | None = None, entity: str = "", tactic: str = "", limit: int = 500,
-              include_closed: bool = True) -> list[AlertView]:
-        """Alerts by priority, newest first, filtered."""
+              include_closed: bool = True, fold: bool = True) -> list[AlertView]:
+        """Alerts by priority, newest first, filtered. With `fold` (unless P4 is asked for), a P4
+        rule record on a host whose case is open stays under that case (`folds`, `folded_under`)
+        instead of a row of its own: the case already counts it in its risk."""
+        fold = fold and priority != 4
         found = [view for view in self.alerts.values()
-                 if view.matches(priority, entity, tactic) and (include_closed or view.status == "open")]
+                 if view.matches(priority, entity, tactic) and (include_closed or view.status == "open")
+                 and not (fold and self.folds(view))]
         found.sort(key=AlertView.sort_key)
         return found[:limit]
+
+    def case_of(self, host: str) -> AlertView | None:
+        """The host's open case (its latest open entity risk alert), if any."""
+        case = self.alerts.get(self.cases.get(host, ""))
+        return case if case is not None and case.status == "open" and case.is_case else None
+
+    def folds(self, view: AlertView) -> bool:
+        """Whether the queue shows `view` under its host's open case rather than as a row."""
+        return view.priority == 4 and not view.is_case and bool(view.host) and self.case_of(view.host) is not None
+
+    def folded_under(self, case: AlertView) -> list[AlertView]:
+        """The P4 rule records the queue folds under `case` (empty unless it is its host's open case)."""
+        if self.case_of(case.host) is not case:
+            return []
+        return [view for view in self.alerts.values()
+                if view.host == case.host and view.priority == 4 and not view.is_case]
 
     def summary(self) -> dict[str, int]:
         """Open alerts per priority (P1..P4), and in all."""

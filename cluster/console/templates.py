@@ -90,7 +90,8 @@ QUEUE = """{% extends "base.html" %}
 
 ROW = """<tr id="a-{{ alert.alert_id }}" data-sort="{{ alert.sort_key() }}" class="row {{ alert.label|lower }} {{ alert.status }}">
 <td><span class="badge {{ alert.label|lower }}">{{ alert.label }}</span></td>
-<td><a href="/alerts/{{ alert.alert_id|urlencode }}">{{ alert.title }}</a></td>
+<td><a href="/alerts/{{ alert.alert_id|urlencode }}">{{ alert.title }}</a>{% set folded = folds.get(alert.alert_id, 0) if folds is defined else 0 %}{% if folded %}
+<br><a class="muted folded" href="/?entity={{ alert.host|urlencode }}&amp;priority=4">+{{ folded }} rule record{% if folded != 1 %}s{% endif %} on this host (P4)</a>{% endif %}</td>
 <td>{{ alert.host }}{% for user in alert.users %}<br><span class="muted">user</span> {{ user }}{% endfor %}</td>
 <td>{% for t in alert.tactics %}<span class="tag">{{ t }}</span> {% endfor %}</td>
 <td class="num">{{ alert.count }}</td>
