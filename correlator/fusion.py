@@ -665,7 +665,7 @@ class FusionEngine:
                 if len(self._corroborated) >= self.config.risk.max_entities:
                     self._corroborated.pop(next(iter(self._corroborated)))
                 corroborated = self._corroborated[entity] = {}
-            steps = tuple(dict.fromkeys(technique_step(name) for name in techniques)) or (rule_id,)
+            steps = tuple(dict.fromkeys([technique_step(name) for name in techniques])) or (rule_id,)
             for name in tactics:
                 seen = corroborated.get(name)
                 if seen is None:
@@ -974,6 +974,6 @@ class FusionEngine:
             for host, seen in state.get("corroborated", ()))
         size = self.config.alerts.recent_contributions
         self._recent = OrderedDict(
-            (entity, deque(((int(item[0]), None if item[1] is None else tuple(item[1]), item[2], item[3], item[4],
-                             tuple(item[5]), tuple(item[6])) for item in items), maxlen=size))
+            (entity, deque([(int(item[0]), None if item[1] is None else tuple(item[1]), item[2], item[3], item[4],
+                             tuple(item[5]), tuple(item[6])) for item in items], maxlen=size))
             for entity, items in state.get("recent", ()))
