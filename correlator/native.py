@@ -50,16 +50,17 @@ def setup() -> None:
     """Decide once, before any correlator module is imported."""
     if _STATUS["reason"] != "not checked":
         return
-    if not MANIFEST.exists():
+    found = [path.name.split(".", 1)[0] for path in PACKAGE.glob("*.so") if not path.name.startswith("_native__mypyc")]
+    if not MANIFEST.exists() and not found:
         _STATUS["reason"] = "no compiled modules (scripts/build_native.py builds them)"
         return
     try:
         manifest = json.loads(MANIFEST.read_text(encoding="utf-8"))
         names = _compiled_names(manifest)
-    except (OSError, ValueError) as error:
-        warnings.warn(f"unreadable {MANIFEST.name} ({error}): the correlator runs as Python", stacklevel=2)
-        sys.meta_path.insert(0, _SourceFirst([path.name.split(".", 1)[0] for path in PACKAGE.glob("*.so")
-                                              if not path.name.startswith("_native__mypyc")]))
+    except (OSError, ValueError) as error:  # an interrupted build, say: nothing compiled is trusted
+        warnings.warn(f"compiled correlator modules without a readable {MANIFEST.name} ({error}): "
+                      "running the Python source; rebuild with scripts/build_native.py", stacklevel=2)
+        sys.meta_path.insert(0, _SourceFirst(found))
         _STATUS["reason"] = f"unreadable manifest: {error}"
         return
     if os.environ.get("SIGMARAY_PURE", "") not in ("", "0"):

@@ -79,13 +79,9 @@ def test_compiled_and_python_correlators_give_the_same_alerts_and_counts() -> No
     assert compiled["stats"]["skipped_total"] == 3
 
 
-def test_a_source_changed_after_the_build_runs_as_python_with_a_warning(tmp_path: Path) -> None:
-    copy = tmp_path / "tree"
-    shutil.copytree(ROOT / "correlator", copy / "correlator", ignore=shutil.ignore_patterns("__pycache__"))
-    with (copy / "correlator" / "risk.py").open("a", encoding="utf-8") as source:
-        source.write("\n# edited after the build\n")
-    # The copy's package imported by its path (the editable install's finder maps `correlator`
-    # to the checkout whatever PYTHONPATH says).
+def _import_copy(copy: Path) -> tuple[list[str], str]:
+    """The files correlator.fusion and correlator.risk load from in a copy of the package, and
+    stderr. The copy is imported by its path (the checkout is on sys.path first otherwise)."""
     program = (
         "import importlib.util, sys\n"
         f"package = {str(copy / 'correlator')!r}\n"
@@ -98,6 +94,29 @@ def test_a_source_changed_after_the_build_runs_as_python_with_a_warning(tmp_path
     result = subprocess.run([sys.executable, "-c", program], env={**os.environ, "SIGMARAY_PURE": "0"},
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
-    fusion_file, risk_file = result.stdout.split()
-    assert fusion_file == str(copy / "correlator" / "fusion.py") and risk_file == str(copy / "correlator" / "risk.py")
-    assert "older than their source (risk)" in result.stderr and "scripts/build_native.py" in result.stderr
+    return result.stdout.split(), result.stderr
+
+
+def _copy(tmp_path: Path) -> Path:
+    copy = tmp_path / "tree"
+    shutil.copytree(ROOT / "correlator", copy / "correlator", ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
+def test_a_source_changed_after_the_build_runs_as_python_with_a_warning(tmp_path: Path) -> None:
+    copy = _copy(tmp_path)
+    assert _import_copy(copy)[0] != [str(copy / "correlator" / "fusion.py"), str(copy / "correlator" / "risk.py")]
+    with (copy / "correlator" / "risk.py").open("a", encoding="utf-8") as source:
+        source.write("\n# edited after the build\n")
+    files, stderr = _import_copy(copy)
+    assert files == [str(copy / "correlator" / "fusion.py"), str(copy / "correlator" / "risk.py")]
+    assert "older than their source (risk)" in stderr and "scripts/build_native.py" in stderr
+
+
+def test_compiled_modules_without_their_build_manifest_are_not_used(tmp_path: Path) -> None:
+    """An interrupted build (extension modules, no manifest) is not trusted."""
+    copy = _copy(tmp_path)
+    (copy / "correlator" / "_native.json").unlink()
+    files, stderr = _import_copy(copy)
+    assert files == [str(copy / "correlator" / "fusion.py"), str(copy / "correlator" / "risk.py")]
+    assert "without a readable _native.json" in stderr
