@@ -279,9 +279,22 @@ class FusionEngine:
 
     # -- detections -----------------------------------------------------------------------------
     def process(self, detection: Any) -> list[Alert]:
+        """A detection record, checked here (its event time read here too)."""
+        return self._guarded(detection, None)
+
+    def fuse(self, detection: Mapping[str, Any], now: int) -> list[Alert]:
+        """A detection record that `correlator.records.check_detection` passed, at event time
+        `now` (ms): the Correlator's path, which checks each record once and reads its time
+        once (`process` does both itself)."""
+        return self._guarded(detection, now)
+
+    def _guarded(self, detection: Any, now: int | None) -> list[Alert]:
+        """Either path: a bad record is a counted skip with its reason, never an exception."""
         self.counts["received"] += 1
         try:
-            return self._process(detection)
+            if now is None:
+                return self._process(detection)
+            return self._fuse(detection, detection["kind"], detection["rule"], detection["source"], now)
         except _Skip as skip:
             self.skipped[str(skip)] += 1
             return []
@@ -318,20 +331,6 @@ class FusionEngine:
             else:
                 self.counts["time_from_source"] += 1
         return self._fuse(detection, kind, rule, source, now)
-
-    def fuse(self, detection: Mapping[str, Any], now: int) -> list[Alert]:
-        """A detection record that `correlator.records.check_detection` passed, at event time
-        `now` (ms): the Correlator's path, which checks each record once and reads its time
-        once (`process` does both itself)."""
-        self.counts["received"] += 1
-        try:
-            return self._fuse(detection, detection["kind"], detection["rule"], detection["source"], now)
-        except _Skip as skip:
-            self.skipped[str(skip)] += 1
-            return []
-        except Exception as error:  # noqa: BLE001 - one bad record never stops the stream
-            self.skipped[f"error: {type(error).__name__}"] += 1
-            return []
 
     def _fuse(self, detection: Mapping[str, Any], kind: str, rule: Mapping[str, Any], source: Any,
               now: int) -> list[Alert]:

@@ -328,20 +328,7 @@ def build_app(services: Services, sessions: Sessions) -> ASGIApp:
         changed = False
         if view == "queue":
             fold = filters["priority"] != 4  # as ConsoleState.queue folds
-            rows: dict[str, AlertView | None] = {}
-            for changed_id in changed_ids:
-                alert = state.alerts.get(changed_id)
-                rows[changed_id] = alert
-                if alert is not None and fold and alert.host:
-                    # a record folding under a case changes the case's count; a case opening or
-                    # closing folds or unfolds its host's records
-                    case = state.case_of(alert.host)
-                    if case is not None:
-                        rows[case.alert_id] = case
-                    if alert.is_case and alert.activity in ("Create", "Close"):
-                        rows.update((other.alert_id, other) for other in state.alerts.values()
-                                    if other.host == alert.host and other.priority == 4 and not other.is_case)
-            for row_id, alert in rows.items():
+            for row_id, alert in state.rows_changed(changed_ids, fold).items():
                 if alert is not None and alert.matches(filters["priority"], filters["entity"], filters["tactic"]) and \
                         not (filters["open_only"] and alert.status != "open") and not (fold and state.folds(alert)):
                     folds = {alert.alert_id: len(state.folded_under(alert))} if fold and alert.is_case else {}

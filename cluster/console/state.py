@@ -409,6 +409,23 @@ class ConsoleState:
         """Whether the queue shows `view` under its host's open case rather than as a row."""
         return view.priority == 4 and not view.is_case and bool(view.host) and self.case_of(view.host) is not None
 
+    def rows_changed(self, changed_ids: list[str], fold: bool) -> dict[str, AlertView | None]:
+        """The queue rows that changes to `changed_ids` touch (None: the alert is gone): with
+        `fold`, a record folding under a case changes the case's count too, and a case opening
+        or closing folds or unfolds its host's records."""
+        rows: dict[str, AlertView | None] = {}
+        for changed_id in changed_ids:
+            view = rows[changed_id] = self.alerts.get(changed_id)
+            if view is None or not fold or not view.host:
+                continue
+            case = self.case_of(view.host)
+            if case is not None:
+                rows[case.alert_id] = case
+            if view.is_case and view.activity in ("Create", "Close"):
+                rows.update((other.alert_id, other) for other in self.alerts.values()
+                            if other.host == view.host and other.priority == 4 and not other.is_case)
+        return rows
+
     def folded_under(self, case: AlertView) -> list[AlertView]:
         """The P4 rule records the queue folds under `case` (empty unless it is its host's open case)."""
         if self.case_of(case.host) is not case:
